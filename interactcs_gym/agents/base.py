@@ -1,0 +1,31 @@
+"""The one small interface every agent implements, ours and third parties' alike."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+
+class Agent(abc.ABC):
+    """An agent maps what it sees to its next turn (a ``str`` action).
+
+    ``reset`` is called before each episode; ``act`` once per turn with the env's observation and
+    info (``info["messages"]`` holds the whole dialogue in chat format, system prompt first).
+
+    >>> class Echo(Agent):
+    ...     def act(self, observation, info):
+    ...         return f"<think>echo</think><response>{observation}</response><action>chat</action>"
+    """
+
+    #: Short name used in reports; defaults to the class name.
+    name: str = ""
+
+    def reset(self, *, seed: int | None = None) -> None:
+        """Forget the previous episode; ``seed`` seeds any randomness of the agent."""
+
+    @abc.abstractmethod
+    def act(self, observation: str, info: dict[str, Any]) -> str:
+        """Return the agent's next turn as text."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

@@ -1,0 +1,1 @@
+"""interactcs_gym.judges"""
