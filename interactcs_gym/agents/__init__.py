@@ -1,5 +1,6 @@
-"""Agents: the :class:`Agent` interface and the reference agents."""
+"""Agents: the :class:`Agent` interface, the reference agents and :func:`load_agent`."""
 
 from interactcs_gym.agents.base import Agent
+from interactcs_gym.agents.registry import AGENTS, load_agent
 
-__all__ = ["Agent"]
+__all__ = ["Agent", "AGENTS", "load_agent"]
