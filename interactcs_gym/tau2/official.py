@@ -1,0 +1,264 @@
+"""Everything that touches the official τ²-bench package, imported lazily.
+
+τ²-bench (Sierra Research, MIT) is not on PyPI: it is installed from its repository, and the
+PyPI package named ``tau2`` is an unrelated library. :func:`require_tau2` imports the official
+package on first use and explains exactly what to install when it is missing or when the wrong
+``tau2`` is installed.
+
+How the package finds its data: ``tau2.utils.utils.DATA_DIR`` is ``$TAU2_DATA_DIR`` when set,
+else ``<source checkout>/data`` (right for an editable install, wrong for a regular one, whose
+``data`` folder is not part of the wheel). Both are read once, when ``tau2`` is first imported.
+For a regular ``pip install ./tau2-bench`` :func:`require_tau2` therefore sets ``TAU2_DATA_DIR``
+(when unset) to the ``data`` folder of the checkout pip installed from (pip records it in the
+distribution's ``direct_url.json``), so the checkout's data is found without configuration.
+Each domain's data lives in ``DATA_DIR/tau2/domains/<domain>/`` (``db.json`` or ``db.toml``,
+``policy.md``, ``tasks.json`` and, from release v1.0 on, ``split_tasks.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+TAU2_RELEASE = "v0.2.0"
+TAU2_REPOSITORY = "https://github.com/sierra-research/tau2-bench"
+
+INSTALL_HINT = f"""\
+The Tau2-* envs need the official τ²-bench package (Sierra Research), which is not on PyPI.
+Do NOT `pip install tau2`: the PyPI package named `tau2` is an unrelated library.
+Install release {TAU2_RELEASE} (Python >= 3.10) from its repository, next to this project:
+
+    git clone --branch {TAU2_RELEASE} {TAU2_REPOSITORY}
+    pip install ./tau2-bench
+
+Keep the checkout: its data/ folder is read from there (or set TAU2_DATA_DIR=<checkout>/data).
+Releases v1.x need Python >= 3.12. See the README section "τ²-bench adapters"."""
+
+
+class Tau2NotInstalledError(ImportError):
+    """The official τ²-bench package is missing, or the ``tau2`` installed is not τ²-bench."""
+
+
+def require_tau2() -> Any:
+    """Import the official package (``tau2.registry``) once; return its domain registry.
+
+    Before the import, the LiteLLM model-price map is pinned to the local copy (LiteLLM otherwise
+    fetches it from the internet when imported) and τ²-bench's loguru output is silenced
+    (``loguru.logger.enable("tau2")`` brings it back).
+    """
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    if "TAU2_DATA_DIR" not in os.environ and "tau2.utils.utils" not in sys.modules:
+        checkout = _installed_from()
+        if checkout is not None and (checkout / "data" / "tau2" / "domains").is_dir():
+            os.environ["TAU2_DATA_DIR"] = str(checkout / "data")
+    try:
+        from loguru import logger
+    except ImportError as exc:  # loguru is a dependency of τ²-bench: no loguru, no τ²-bench
+        raise Tau2NotInstalledError(f"τ²-bench is not installed.\n\n{INSTALL_HINT}") from exc
+    logger.disable("tau2")
+    try:
+        import tau2
+    except ImportError as exc:
+        raise Tau2NotInstalledError(f"τ²-bench is not installed ({exc}).\n\n{INSTALL_HINT}") from exc
+    try:
+        from tau2.registry import registry
+    except ImportError as exc:
+        where = getattr(tau2, "__file__", None) or list(getattr(tau2, "__path__", []))
+        raise Tau2NotInstalledError(
+            f"The installed `tau2` ({where}) is not τ²-bench: it has no tau2.registry ({exc}). "
+            f"It is probably the unrelated PyPI package; `pip uninstall tau2` first.\n\n"
+            f"{INSTALL_HINT}") from exc
+    data_dir = data_root()
+    if not (data_dir / "tau2" / "domains").is_dir():
+        checkout = _installed_from()
+        if checkout is not None and (checkout / "data" / "tau2" / "domains").is_dir():
+            raise Tau2NotInstalledError(
+                f"tau2 was imported before the adapters could point it at {checkout / 'data'} "
+                f"(it looked in {data_dir}). Set TAU2_DATA_DIR={checkout / 'data'}, or create the "
+                f"Tau2 env (or call interactcs_gym.tau2.require_tau2()) before importing tau2.")
+        raise Tau2NotInstalledError(
+            f"τ²-bench is installed but its data folder {data_dir} has no tau2/domains/. Set "
+            f"TAU2_DATA_DIR to the `data` folder of your tau2-bench checkout before the first "
+            f"import of tau2 (a regular pip install does not ship the data).\n\n{INSTALL_HINT}")
+    return registry
+
+
+def _installed_from() -> Path | None:
+    """The local folder the installed ``tau2`` distribution was pip-installed from, if any."""
+    from importlib import metadata
+    from urllib.parse import unquote, urlparse
+
+    try:
+        record = metadata.distribution("tau2").read_text("direct_url.json")
+    except metadata.PackageNotFoundError:
+        return None
+    try:
+        url = urlparse(json.loads(record or "{}").get("url", ""))
+    except (ValueError, AttributeError):
+        return None
+    return Path(unquote(url.path)) if url.scheme == "file" else None
+
+
+def data_root() -> Path:
+    """τ²-bench's ``DATA_DIR`` (``$TAU2_DATA_DIR`` or the source checkout's ``data``)."""
+    from tau2.utils.utils import DATA_DIR
+
+    return Path(DATA_DIR)
+
+
+# --------------------------------------------------------------------------- domains
+@dataclass(frozen=True)
+class DomainSpec:
+    """Where a domain's environment, database model and default database live in the package."""
+
+    registry_name: str
+    env_module: str
+    env_factory: str
+    db_class: str  # "module:Class"
+    db_file: str
+    env_kwargs: tuple[tuple[str, Any], ...] = ()
+
+
+DOMAINS: dict[str, DomainSpec] = {
+    "retail": DomainSpec("retail", "tau2.domains.retail.environment", "get_environment",
+                         "tau2.domains.retail.data_model:RetailDB", "db.json"),
+    "airline": DomainSpec("airline", "tau2.domains.airline.environment", "get_environment",
+                          "tau2.domains.airline.data_model:FlightDB", "db.json"),
+    "telecom": DomainSpec("telecom", "tau2.domains.telecom.environment", "get_environment",
+                          "tau2.domains.telecom.data_model:TelecomDB", "db.toml",
+                          (("policy_type", "manual"),)),
+    "telecom-workflow": DomainSpec("telecom-workflow", "tau2.domains.telecom.environment",
+                                   "get_environment", "tau2.domains.telecom.data_model:TelecomDB",
+                                   "db.toml", (("policy_type", "workflow"),)),
+    "mock": DomainSpec("mock", "tau2.domains.mock.environment", "get_environment",
+                       "tau2.domains.mock.data_model:MockDB", "db.json"),
+}
+
+
+def _attr(path: str) -> Any:
+    import importlib
+
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def domain_dir(domain: str) -> Path:
+    """``DATA_DIR/tau2/domains/<domain>`` (telecom-workflow shares telecom's folder)."""
+    folder = "telecom" if domain == "telecom-workflow" else domain
+    return data_root() / "tau2" / "domains" / folder
+
+
+def environment_factory(domain: str, db_path: str | os.PathLike | None = None
+                        ) -> Callable[..., Any]:
+    """A callable ``(solo_mode=False) -> tau2 Environment`` with a fresh database on every call.
+
+    ``db_path``: the domain database to use instead of the package's (JSON/YAML/TOML in the
+    domain's data model). The package's airline ``db.json`` is absent from some copies of the
+    repository; that case is an error naming the file and the ``db_path`` way out.
+    """
+    spec = DOMAINS[domain]
+    path = Path(db_path) if db_path is not None else domain_dir(domain) / spec.db_file
+    if not path.is_file():
+        hint = ("pass db_path=<a database file in the domain's data model, "
+                f"{spec.db_class.replace(':', '.')}>")
+        raise FileNotFoundError(f"τ²-bench {domain} database not found: {path}; {hint}")
+    factory = getattr(__import__(spec.env_module, fromlist=[spec.env_factory]), spec.env_factory)
+    db_class = _attr(spec.db_class)
+    env_kwargs = dict(spec.env_kwargs)
+
+    def make(solo_mode: bool = False) -> Any:
+        return factory(db=db_class.load(str(path)), solo_mode=solo_mode, **env_kwargs)
+
+    return make
+
+
+def evaluation_domain(domain: str, db_path: str | os.PathLike | None = None) -> str:
+    """The name under which the official evaluator finds this domain's environment.
+
+    The package's own name when its default database is used; with ``db_path`` the environment
+    factory is registered in τ²-bench's registry under ``"<domain>@<db_path>"`` (once), so that
+    ``tau2.evaluator.evaluator.evaluate_simulation`` replays and checks against the same database.
+    """
+    registry = require_tau2()
+    if db_path is None:
+        return DOMAINS[domain].registry_name
+    name = f"{domain}@{Path(db_path).resolve()}"
+    if name not in registry.get_domains():
+        registry.register_domain(environment_factory(domain, db_path), name)
+    return name
+
+
+# --------------------------------------------------------------------------- tasks and splits
+def load_tasks(domain: str, tasks: Any = None) -> list[Any]:
+    """The domain's tasks: the package's task set, or ``tasks`` (a path to a JSON list / a
+    ``{"tasks": [...]}`` file, or a list of ``tau2.data_model.tasks.Task`` or dicts)."""
+    from tau2.data_model.tasks import Task
+
+    registry = require_tau2()
+    if tasks is None:
+        return list(registry.get_tasks_loader(DOMAINS[domain].registry_name)())
+    if isinstance(tasks, (str, os.PathLike)):
+        payload = json.loads(Path(tasks).read_text(encoding="utf-8"))
+        tasks = payload["tasks"] if isinstance(payload, dict) and "tasks" in payload else payload
+    if not isinstance(tasks, list) or not tasks:
+        raise ValueError("tasks must be a non-empty list of tasks or a path to a JSON file of them")
+    return [t if isinstance(t, Task) else Task.model_validate(t) for t in tasks]
+
+
+def split_task_ids(domain: str, split: str, tasks: list[Any],
+                   split_file: str | os.PathLike | None = None,
+                   custom_tasks: bool = False) -> list[str]:
+    """The ids of ``split``'s tasks, in the split file's order.
+
+    ``"base"`` without a split file is every task. ``train``/``test`` (and any other key) come
+    from ``split_file``, by default ``<domain data>/split_tasks.json``, which τ²-bench ships from
+    release v1.0 on; its ids match release v0.2.0's tasks (README: how to add it to a v0.2.0
+    checkout).
+    """
+    ids = [t.id for t in tasks]
+    if split_file is None and not custom_tasks:
+        default = domain_dir(domain) / "split_tasks.json"
+        split_file = default if default.is_file() else None
+    if split_file is None:
+        if split == "base":
+            return ids
+        raise ValueError(
+            f"split {split!r} of τ² {domain} needs a split file ({{split: [task ids]}}); none at "
+            f"{domain_dir(domain) / 'split_tasks.json'}. τ²-bench ships split_tasks.json from "
+            f"release v1.0 on: copy it into the domain's data folder (see the README), pass "
+            f"split_file=..., or use split='base' (all {len(ids)} tasks).")
+    splits = json.loads(Path(split_file).read_text(encoding="utf-8"))
+    if split not in splits:
+        if split == "base":
+            return ids
+        raise ValueError(f"split {split!r} not in {split_file}; it has {sorted(splits)}")
+    known = set(ids)
+    missing = [i for i in splits[split] if i not in known]
+    if missing:
+        raise ValueError(f"split {split!r} of {split_file} names {len(missing)} task id(s) absent "
+                         f"from the task set, e.g. {missing[:3]}")
+    return list(splits[split])
+
+
+# --------------------------------------------------------------------------- evaluation
+def evaluate(messages: list[Any], task: Any, domain_name: str, termination: Any,
+             seed: int | None) -> Any:
+    """The official reward of an episode: ``tau2.evaluator.evaluator.evaluate_simulation`` with
+    ``EvaluationType.ALL`` (DB, env assertions, actions, communicate checks, combined over the
+    task's reward basis), on a ``SimulationRun`` built from the episode's trajectory."""
+    import uuid
+
+    from tau2.data_model.simulation import SimulationRun
+    from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
+    from tau2.utils.utils import get_now
+
+    now = get_now()
+    run = SimulationRun(id=str(uuid.uuid4()), task_id=task.id, start_time=now, end_time=now,
+                        duration=0.0, termination_reason=termination, messages=messages,
+                        seed=seed)
+    return evaluate_simulation(simulation=run, task=task, evaluation_type=EvaluationType.ALL,
+                               solo_mode=False, domain=domain_name)
