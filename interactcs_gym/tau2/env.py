@@ -87,10 +87,10 @@ class Tau2Env(DialogueEnv):
 
     ## Starting State
 
-    The task is the ``task`` option of ``reset`` (an index into the split or a task id), else the
-    ``task`` argument, else the split's task number ``seed % len(split)`` (``reset(seed=s)``), or
-    the next task of the split after the previous one when ``reset`` gets no seed (the first
-    unseeded reset takes task 0). The domain database and the user's device are set to the task's
+    The task is the ``task`` option of ``reset`` (an ``int`` index into the split, or a ``str``
+    task id), else the ``task`` argument, else the split's task number ``seed % len(split)``
+    (``reset(seed=s)``), or the next task of the split after the previous one when ``reset`` gets
+    no seed (the first unseeded reset takes task 0). A split's tasks are in the task set's order. The domain database and the user's device are set to the task's
     initial state with the official ``Environment.set_state``.
 
     ## Episode End
@@ -117,7 +117,7 @@ class Tau2Env(DialogueEnv):
     |---|---|---|
     | ``domain`` | (id) | ``retail``, ``airline``, ``telecom`` (also ``telecom-workflow``, ``mock``) |
     | ``split`` | ``"base"`` | ``base`` (all tasks), ``train``, ``test`` (official ``split_tasks.json``) |
-    | ``task`` | None | fix the task: index into the split or task id |
+    | ``task`` | None | fix the task: ``int`` index into the split or ``str`` task id |
     | ``tasks`` | None | own task set: JSON file or list of tasks (official ``Task`` model) |
     | ``split_file`` | None | own split file ``{split: [task ids]}`` |
     | ``db_path`` | None | own domain database (official data model), e.g. for airline |
@@ -128,7 +128,8 @@ class Tau2Env(DialogueEnv):
     | ``tools_in_prompt`` | True | put the action protocol and tool schemas in the system prompt |
     | ``max_action_chars`` / ``max_observation_chars`` | 16384 / 65536 | space bounds |
 
-    ``reset(options=...)``: ``task`` (index or id); ``user_script`` (scripted user only).
+    ``reset(options=...)``: ``task`` (``int`` index or ``str`` id); ``user_script`` (scripted
+    user only: the script of this episode).
 
     ## Information
 
@@ -268,7 +269,7 @@ class Tau2Env(DialogueEnv):
             else:
                 self._cursor = (self._cursor + 1) % n
             return self._cursor
-        if isinstance(choice, str) and not choice.lstrip("-").isdigit():
+        if isinstance(choice, str):
             ids = [t.id for t in self.tasks]
             if choice not in ids:
                 raise ValueError(f"task id {choice!r} is not in split {self.split!r} of τ² "

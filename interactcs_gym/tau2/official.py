@@ -56,10 +56,11 @@ def require_tau2() -> Any:
         if checkout is not None and (checkout / "data" / "tau2" / "domains").is_dir():
             os.environ["TAU2_DATA_DIR"] = str(checkout / "data")
     try:
-        from loguru import logger
-    except ImportError as exc:  # loguru is a dependency of τ²-bench: no loguru, no τ²-bench
-        raise Tau2NotInstalledError(f"τ²-bench is not installed.\n\n{INSTALL_HINT}") from exc
-    logger.disable("tau2")
+        from loguru import logger  # a dependency of τ²-bench
+
+        logger.disable("tau2")
+    except ImportError:
+        pass  # then τ²-bench is missing too, which the import below reports
     try:
         import tau2
     except ImportError as exc:
@@ -212,7 +213,7 @@ def load_tasks(domain: str, tasks: Any = None) -> list[Any]:
 def split_task_ids(domain: str, split: str, tasks: list[Any],
                    split_file: str | os.PathLike | None = None,
                    custom_tasks: bool = False) -> list[str]:
-    """The ids of ``split``'s tasks, in the split file's order.
+    """The ids of ``split``'s tasks, in the order of the task set.
 
     ``"base"`` without a split file is every task. ``train``/``test`` (and any other key) come
     from ``split_file``, by default ``<domain data>/split_tasks.json``, which τ²-bench ships from
@@ -236,12 +237,12 @@ def split_task_ids(domain: str, split: str, tasks: list[Any],
         if split == "base":
             return ids
         raise ValueError(f"split {split!r} not in {split_file}; it has {sorted(splits)}")
-    known = set(ids)
-    missing = [i for i in splits[split] if i not in known]
+    chosen = set(splits[split])
+    missing = sorted(chosen - set(ids))
     if missing:
         raise ValueError(f"split {split!r} of {split_file} names {len(missing)} task id(s) absent "
                          f"from the task set, e.g. {missing[:3]}")
-    return list(splits[split])
+    return [i for i in ids if i in chosen]
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -91,6 +91,9 @@ def _read_calls(chunks: list[str]) -> tuple[list[ToolCallRequest], str | None]:
     for chunk in chunks:
         try:
             payload = json.loads(chunk)
+        except RecursionError:
+            return [], ("Your tool call is nested too deeply to be read. Write one JSON object: "
+                        '{"name": "<tool>", "arguments": {...}}.')
         except json.JSONDecodeError as exc:
             return [], (f"Your tool call is not valid JSON ({exc.msg} at line {exc.lineno} column "
                         f"{exc.colno}). Write exactly one JSON object: "

@@ -1,0 +1,130 @@
+"""The τ² action protocol and the adapters' lazy import: these run without τ²-bench."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+from typing import Literal
+
+import gymnasium as gym
+import pytest
+from pydantic import BaseModel, create_model
+
+import interactcs_gym  # noqa: F401  (registers the ids)
+from interactcs_gym.tau2 import Tau2NotInstalledError, require_tau2
+from interactcs_gym.tau2.protocol import STOP_TOKEN, check_arguments, parse_action
+
+
+def test_plain_text_is_a_message_to_the_user():
+    parsed = parse_action("  Could you give me your order id, please?  ")
+    assert parsed.text == "Could you give me your order id, please?"
+    assert not parsed.is_tool_call and not parsed.stop and parsed.error is None
+
+
+@pytest.mark.parametrize("action", [
+    '{"name": "get_order_details", "arguments": {"order_id": "#W1"}}',
+    '```json\n{"name": "get_order_details", "arguments": {"order_id": "#W1"}}\n```',
+    '<tool_call>{"name": "get_order_details", "arguments": {"order_id": "#W1"}}</tool_call>',
+    '<think>look it up</think>{"name": "get_order_details", "arguments": {"order_id": "#W1"}}',
+    '{"type": "function", "function": {"name": "get_order_details", '
+    '"arguments": "{\\"order_id\\": \\"#W1\\"}"}}',
+])
+def test_tool_call_forms(action):
+    parsed = parse_action(action)
+    assert parsed.error is None and parsed.text is None
+    assert [(c.name, c.arguments) for c in parsed.tool_calls] == [
+        ("get_order_details", {"order_id": "#W1"})]
+
+
+def test_several_calls_and_text_next_to_tagged_calls():
+    parsed = parse_action('[{"name": "a", "arguments": {}}, {"name": "b"}]')
+    assert [c.name for c in parsed.tool_calls] == ["a", "b"] and parsed.tool_calls[1].arguments == {}
+    parsed = parse_action('Let me check.\n<tool_call>{"name": "a", "arguments": {}}</tool_call>')
+    assert parsed.text == "Let me check." and [c.name for c in parsed.tool_calls] == ["a"]
+
+
+def test_stop_signals():
+    assert parse_action(f"Goodbye! {STOP_TOKEN}").stop
+    done = parse_action('{"name": "done", "arguments": {}}')
+    assert done.stop and done.text == STOP_TOKEN and not done.is_tool_call
+    assert parse_action('[{"name": "done"}, {"name": "a"}]').error.startswith("Call `done` alone")
+
+
+@pytest.mark.parametrize("action, words", [
+    ("", "empty"),
+    ("   \n ", "empty"),
+    ("<think>only thoughts</think>", "empty"),
+    ('{"name": "get_order_details", "arguments": {"order_id": "#W1"}', "not valid JSON"),
+    ("```json\nnot json\n```", "not valid JSON"),
+    ("[]", "empty list"),
+    ('["get_order_details"]', "JSON object"),
+    ('{"arguments": {}}', '"name"'),
+    ('{"name": "a", "arguments": [1, 2]}', "must be a JSON object"),
+    ('{"name": "a", "arguments": "{oops"}', "not valid JSON"),
+    ('{"name": "a", "order_id": "#W1"}', "inside \"arguments\""),
+    ("<tool_call>{bad}</tool_call>", "not valid JSON"),
+])
+def test_malformed_tool_calls_are_explained_never_raised(action, words):
+    parsed = parse_action(action)
+    assert parsed.error is not None and words in parsed.error
+    assert parsed.tool_calls == [] and not parsed.stop
+
+
+class _Tool:
+    """A stand-in for a τ² Tool: a name and a pydantic parameter model."""
+
+    def __init__(self, name, params):
+        self.name, self.params = name, params
+
+
+class _Flight(BaseModel):
+    flight_number: str
+    date: str
+
+
+TOOL = _Tool("update", create_model(
+    "parameters", reservation_id=(str, ...), cabin=(Literal["economy", "business"], ...),
+    flights=(list[_Flight], ...), amount=(float, 0.0), count=(int, 1)))
+
+
+def test_check_arguments_accepts_json_typed_values_and_refuses_the_rest():
+    good = {"reservation_id": "ZFA04Y", "cabin": "economy", "amount": 5,
+            "flights": [{"flight_number": "HAT001", "date": "2024-05-21"}]}
+    assert check_arguments(TOOL, good) is None
+    assert "count: Input should be a valid integer" in check_arguments(TOOL, {**good, "count": "2"})
+    assert "reservation_id: Input should be a valid string" in check_arguments(
+        TOOL, {**good, "reservation_id": 7})
+    assert "cabin: Input should be 'economy' or 'business'" in check_arguments(
+        TOOL, {**good, "cabin": "first"})
+    assert "flights.0.date: Field required" in check_arguments(
+        TOOL, {**good, "flights": [{"flight_number": "HAT001"}]})
+    missing = check_arguments(TOOL, {"cabin": "economy", "flights": []})
+    assert missing.startswith("Wrong arguments for `update`") and "reservation_id: Field required" in missing
+    assert "no parameter(s) ['seat']" in check_arguments(TOOL, {**good, "seat": "1A"})
+
+
+# ---------------------------------------------------------------------------- lazy import
+def test_import_interactcs_gym_does_not_import_tau2_or_torch():
+    code = ("import sys, interactcs_gym; "
+            "assert 'tau2' not in sys.modules and 'torch' not in sys.modules; "
+            "assert 'Tau2-Retail-v0' in interactcs_gym.ENV_IDS")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_make_without_tau2_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tau2", None)  # what a missing package looks like
+    with pytest.raises(Tau2NotInstalledError) as err:
+        gym.make("Tau2-Retail-v0", user_simulator="scripted")
+    message = str(err.value)
+    assert "not on PyPI" in message and "Do NOT `pip install tau2`" in message
+    assert "git clone --branch v0.2.0 https://github.com/sierra-research/tau2-bench" in message
+    assert "pip install ./tau2-bench" in message and "TAU2_DATA_DIR" in message
+    assert "Python >= 3.10" in message
+
+
+def test_an_unrelated_tau2_package_is_recognised(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tau2", types.ModuleType("tau2"))  # e.g. the PyPI one
+    monkeypatch.delitem(sys.modules, "tau2.registry", raising=False)
+    with pytest.raises(Tau2NotInstalledError, match="is not τ²-bench.*pip uninstall tau2"):
+        require_tau2()
