@@ -20,7 +20,7 @@ def finite_float(name: str, value) -> float:
 
 
 def finite_array(name: str, values, *, ndim: int | None = None) -> np.ndarray:
-    """``values`` as a float64 array, or ValueError naming ``name`` and the first non-finite entry."""
+    """``values`` as a float64 array; ValueError names ``name`` and the first non-finite entry."""
     try:
         arr = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
@@ -36,15 +36,20 @@ def finite_array(name: str, values, *, ndim: int | None = None) -> np.ndarray:
 
 
 def finite_ragged(name: str, rows: Sequence) -> list[np.ndarray]:
-    """A list of 1-D float64 arrays (one per rollout, lengths may differ); ValueError names the bad entry."""
+    """A list of 1-D float64 arrays (one per rollout, lengths may differ).
+
+    ValueError names the bad entry, e.g. ``process[1][2]``.
+    """
     if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence | np.ndarray):
-        raise ValueError(f"{name} must be a sequence of per-turn sequences, got {type(rows).__name__}")
+        raise ValueError(f"{name} must be a sequence of per-turn sequences, "
+                         f"got {type(rows).__name__}")
     out = []
     for i, row in enumerate(rows):
         try:
             arr = np.asarray(row, dtype=np.float64)
         except (TypeError, ValueError):
-            raise ValueError(f"{name}[{i}] must be a sequence of real numbers, got {row!r}") from None
+            raise ValueError(f"{name}[{i}] must be a sequence of real numbers, "
+                             f"got {row!r}") from None
         if arr.ndim != 1:
             raise ValueError(f"{name}[{i}] must be 1-dimensional (one value per turn), "
                              f"got shape {arr.shape}")

@@ -47,7 +47,7 @@ COST_SIGNALS = ("turn", "session")
 
 # -- shared pieces -------------------------------------------------------------------------------
 class _Group:
-    """A validated group, flattened turn-major: ``turn_rollout[j]`` is the rollout of flat turn j."""
+    """A validated group, flattened turn-major; ``turn_rollout[j]`` is the rollout of turn j."""
 
     def __init__(self, outcomes, process, costs):
         self.outcomes = finite_array("outcomes", outcomes, ndim=1)
@@ -61,7 +61,8 @@ class _Group:
                              f"lengths {size}, {len(p_rows)} and {len(c_rows)}")
         for i, (p_i, c_i) in enumerate(zip(p_rows, c_rows)):
             if len(p_i) != len(c_i):
-                raise ValueError(f"rollout {i}: process has {len(p_i)} turns but costs has {len(c_i)}")
+                raise ValueError(f"rollout {i}: process has {len(p_i)} turns but costs has "
+                                 f"{len(c_i)}")
         self.lengths = np.array([len(row) for row in p_rows], dtype=np.int64)
         self.turn_rollout = np.repeat(np.arange(size), self.lengths)
         self.process = np.concatenate(p_rows)
@@ -123,7 +124,7 @@ def hybrid_advantages(outcomes: Sequence[float], process: Sequence[Sequence[floa
         u_{i,t} = w_o·R_i + w_p·p_{i,t}
         ũ_{i,t} = (u_{i,t} − mean(U)) / (std(U) + eps)      U = all u_{i,t} of the group,
                                                             std the population std (ddof = 0)
-        A_{i,t} = ũ_{i,t} − λ·ĉ_{i,t}                       (sum_norm: (ũ_{i,t} − λ·ĉ_{i,t}) / (1 + λ))
+        A_{i,t} = ũ_{i,t} − λ·ĉ_{i,t}                       sum_norm: divided by (1 + λ)
 
     with ĉ_{i,t} = c_{i,t} for ``cost_signal="turn"`` (the penalty lands on the costly turn) or
     ĉ_{i,t} = C_i = Σ_t c_{i,t} for ``"session"`` (every turn of a costly session pays).
@@ -262,7 +263,8 @@ def spread_batch_to_tokens(turn_advantages: Sequence[Sequence[float]],
                            spans: Sequence[Sequence[tuple[int, int]]],
                            length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`spread_to_tokens` for B rollouts padded to one ``length`` (default: the largest span
-    end). Returns (float32 array (B, length), bool mask (B, length)); ``torch.from_numpy`` takes them.
+    end). Returns (float32 array (B, length), bool mask (B, length)), ready for
+    ``torch.from_numpy``.
     """
     if len(turn_advantages) != len(spans):
         raise ValueError(f"{len(turn_advantages)} rollouts of advantages but {len(spans)} of spans")

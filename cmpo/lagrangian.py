@@ -73,7 +73,7 @@ class CostController:
         return {"name": self.name, "config": self._config(), "state": self._state()}
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
-        """Restore a ``state_dict()``; afterwards ``update`` continues exactly as the saved controller.
+        """Restore a ``state_dict()``; ``update`` then continues exactly as the saved controller.
 
         With ``strict`` (default) the saved configuration (gains, limit, ...) must equal this
         controller's, otherwise ValueError lists the differences; ``strict=False`` keeps this
@@ -90,7 +90,8 @@ class CostController:
             diff = sorted(k for k in mine.keys() | saved.keys() if mine.get(k) != saved.get(k))
             if diff:
                 details = ", ".join(f"{k}: saved {saved.get(k)!r} vs {mine.get(k)!r}" for k in diff)
-                raise ValueError(f"controller configuration differs from the saved one ({details}); "
+                raise ValueError(f"controller configuration differs from the saved one "
+                                 f"({details}); "
                                  "pass strict=False to keep the current configuration")
         self._set_state(state_dict["state"])
 
@@ -100,7 +101,7 @@ class CostController:
 
 
 class NoPenalty(CostController):
-    """λ = 0 always: no cost term (the paper's "w/o Cost" ablation). ``cost_limit`` is only recorded."""
+    """λ = 0 always: no cost term (the paper's "w/o Cost" ablation); ``cost_limit`` is recorded."""
 
     name = "none"
 
@@ -146,7 +147,8 @@ def _check_lambda_max(lambda_max) -> float | None:
 class GradientLagrangian(CostController):
     """The plain Lagrangian (gradient ascent on the dual, "w/o PID Control"; pure integral control).
 
-    e_k = J_k − d, or e_k = (J_k − d)/d with ``relative=True`` (the paper's "relative error update");
+    e_k = J_k − d, or e_k = (J_k − d)/d with ``relative=True`` (the paper's "relative error"
+    update);
     λ_k = clip(λ_{k−1} + lr·e_k, 0, lambda_max). Before the first update λ = ``lambda_init``.
     """
 
@@ -162,6 +164,9 @@ class GradientLagrangian(CostController):
         if self.lambda_init < 0:
             raise ValueError(f"lambda_init must be >= 0, got {self.lambda_init}")
         self.lambda_max = _check_lambda_max(lambda_max)
+        if self.lambda_max is not None and self.lambda_init > self.lambda_max:
+            raise ValueError(f"lambda_init ({self.lambda_init}) must be <= lambda_max "
+                             f"({self.lambda_max})")
         self.relative = bool(relative)
         if self.relative and self.cost_limit <= 0:
             raise ValueError(f"relative=True divides by cost_limit, which must be > 0, "
@@ -228,6 +233,9 @@ class PIDLagrangian(CostController):
         if self.lambda_init < 0:
             raise ValueError(f"lambda_init must be >= 0, got {self.lambda_init}")
         self.lambda_max = _check_lambda_max(lambda_max)
+        if self.lambda_max is not None and self.lambda_init > self.lambda_max:
+            raise ValueError(f"lambda_init ({self.lambda_init}) must be <= lambda_max "
+                             f"({self.lambda_max})")
         self.ema_alpha_p = finite_float("ema_alpha_p", ema_alpha_p)
         self.ema_alpha_d = finite_float("ema_alpha_d", ema_alpha_d)
         for alpha in ("ema_alpha_p", "ema_alpha_d"):

@@ -26,7 +26,8 @@ def _check_tensor(name: str, x: torch.Tensor, shape: torch.Size, mask: torch.Ten
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.shape != shape:
-        raise ValueError(f"{name} must have shape {tuple(shape)} (as logprobs), got {tuple(x.shape)}")
+        raise ValueError(f"{name} must have shape {tuple(shape)} (as logprobs), "
+                         f"got {tuple(x.shape)}")
     bad = ~torch.isfinite(x.detach()) & mask
     if bool(bad.any()):
         where = tuple(int(i) for i in bad.nonzero()[0])
@@ -38,7 +39,8 @@ def clipped_surrogate_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor,
                            advantages: torch.Tensor, mask: torch.Tensor,
                            epsilon_low: float = 0.2, epsilon_high: float = 0.2,
                            ref_logprobs: torch.Tensor | None = None, beta: float = 0.0,
-                           num_tokens: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                           num_tokens: float | None = None,
+                           ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped policy-gradient loss, token-mean over the valid tokens (DAPO-style clip-higher)::
 
         ρ_j    = exp(log π_θ(y_j) − log π_old(y_j))                     π_old: the rollout policy

@@ -126,7 +126,8 @@ def run_all(seeds: int = 3, iterations: int = 600,
     return histories, metrics
 
 
-def markdown_table(metrics: dict[str, list[dict[str, float]]], cost_limit: float = COST_LIMIT) -> str:
+def markdown_table(metrics: dict[str, list[dict[str, float]]],
+                   cost_limit: float = COST_LIMIT) -> str:
     """Mean ± std over seeds of each metric, one row per variant, with the controller settings."""
     head = (f"| variant | controller | final cost (d = {cost_limit:.2f}) | overshoot above d | "
             "oscillation (last half) | final reward |\n|---|---|---|---|---|---|\n")
@@ -170,7 +171,8 @@ def plot(histories: dict[str, dict[str, np.ndarray]], path: Path,
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="runs/constrained-bandit", help="output folder")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per variant (table: mean ± std)")
+    parser.add_argument("--seeds", type=int, default=3,
+                        help="seeds per variant (the table shows mean ± std)")
     parser.add_argument("--iterations", type=int, default=600, help="policy-gradient iterations")
     return parser
 
