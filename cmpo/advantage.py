@@ -108,7 +108,9 @@ def _with_cost(group: _Group, tilde: np.ndarray, lam: float, cost_signal: str, s
     """A_{i,t} = ũ_{i,t} − λ·ĉ_{i,t}, ĉ = c_{i,t} ("turn") or C_i ("session"); sum_norm: /(1+λ)."""
     if cost_signal not in COST_SIGNALS:
         raise ValueError(f"cost_signal must be one of {COST_SIGNALS}, got {cost_signal!r}")
-    lam = _check_lam(lam) if use_cost else 0.0
+    lam = _check_lam(lam)
+    if not use_cost:
+        lam = 0.0               # "w/o Cost": λ is still checked, then left out
     c_hat = group.costs if cost_signal == "turn" else group.session_costs()[group.turn_rollout]
     adv = tilde - lam * c_hat
     return group.split(adv / (1.0 + lam) if sum_norm else adv)
@@ -216,16 +218,22 @@ def estimator_options(name: str) -> dict[str, object]:
 
 
 # -- tokens --------------------------------------------------------------------------------------
+def _is_int(x) -> bool:
+    return isinstance(x, int | np.integer) and not isinstance(x, bool)
+
+
 def _check_spans(spans, n_turns: int, length: int, where: str) -> list[tuple[int, int]]:
     if len(spans) != n_turns:
         raise ValueError(f"{where}: {n_turns} turn advantages but {len(spans)} token spans")
     out = []
     for t, span in enumerate(spans):
         try:
-            start, end = (int(x) for x in span)
+            start, end = span
         except (TypeError, ValueError):
-            raise ValueError(f"{where}: span {t} must be a (start, end) pair of ints, "
-                             f"got {span!r}") from None
+            start = end = None
+        if not all(_is_int(x) for x in (start, end)):
+            raise ValueError(f"{where}: span {t} must be a (start, end) pair of ints, got {span!r}")
+        start, end = int(start), int(end)
         if not 0 <= start <= end <= length:
             raise ValueError(f"{where}: span {t} = ({start}, {end}) must satisfy "
                              f"0 <= start <= end <= length = {length}")
@@ -248,9 +256,9 @@ def spread_to_tokens(turn_advantages: Sequence[float], spans: Sequence[tuple[int
     Returns (float32 array of shape (length,), bool array of shape (length,)).
     """
     adv = finite_array("turn_advantages", turn_advantages, ndim=1)
+    if not _is_int(length) or length < 0:
+        raise ValueError(f"length must be an int >= 0, got {length!r}")
     length = int(length)
-    if length < 0:
-        raise ValueError(f"length must be >= 0, got {length}")
     token_adv = np.zeros(length, dtype=np.float32)
     mask = np.zeros(length, dtype=bool)
     for a, (start, end) in zip(adv, _check_spans(spans, len(adv), length, "spread_to_tokens")):

@@ -45,8 +45,14 @@ class CostController:
 
     def __init__(self, cost_limit: float | None = None):
         self.cost_limit = None if cost_limit is None else finite_float("cost_limit", cost_limit)
+        self.lambda_max: float | None = None
         self._lam = 0.0
         self.num_updates = 0
+
+    def _clip(self, lam: float) -> float:
+        """clip(λ, 0, lambda_max); no upper bound when lambda_max is None."""
+        lam = max(0.0, lam)
+        return lam if self.lambda_max is None else min(lam, self.lambda_max)
 
     @property
     def lam(self) -> float:
@@ -173,10 +179,6 @@ class GradientLagrangian(CostController):
                              f"got {self.cost_limit}")
         self._lam = self._clip(self.lambda_init)
 
-    def _clip(self, lam: float) -> float:
-        lam = max(0.0, lam)
-        return lam if self.lambda_max is None else min(lam, self.lambda_max)
-
     def _config(self) -> dict[str, Any]:
         return {**super()._config(), "lr": self.lr, "lambda_init": self.lambda_init,
                 "lambda_max": self.lambda_max, "relative": self.relative}
@@ -192,7 +194,7 @@ class GradientLagrangian(CostController):
 
 
 class PIDLagrangian(CostController):
-    """PID-Lagrangian multiplier (paper Eq. 8; Stooke, Achiam & Abbeel 2020, Algorithm 2).
+    """PID-Lagrangian multiplier (paper Eq. 8; Stooke, Achiam & Abbeel 2020, ICML).
 
     At update k with J_k = the batch's mean session cost and d = ``cost_limit``::
 
@@ -250,10 +252,6 @@ class PIDLagrangian(CostController):
         self.d_history = [0.0]                     # S_{k−δ..k−1}, oldest first, at most δ long
         self.terms = {"p": 0.0, "i": self.integral, "d": 0.0}
         self._lam = self._clip(self.lambda_init)
-
-    def _clip(self, lam: float) -> float:
-        lam = max(0.0, lam)
-        return lam if self.lambda_max is None else min(lam, self.lambda_max)
 
     def update(self, mean_cost: float) -> float:
         """One PID step on J_k = ``mean_cost`` (formulas in the class docstring); returns λ_k."""

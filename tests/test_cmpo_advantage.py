@@ -241,6 +241,8 @@ def test_spread_batch_to_tokens_pads_to_the_longest():
     np.testing.assert_array_equal(mask, [[0, 1, 1, 0, 0], [1, 0, 1, 1, 1]])
     adv, mask = spread_batch_to_tokens([[1.0]], [[(0, 2)]], length=4)
     assert adv.shape == mask.shape == (1, 4)
+    with pytest.raises(ValueError, match="length must be an int"):
+        spread_to_tokens([1.0], [(0, 2)], length=4.0)
 
 
 @pytest.mark.parametrize("advantages, spans, message", [
@@ -249,6 +251,7 @@ def test_spread_batch_to_tokens_pads_to_the_longest():
     ([1.0], [(0, 11)], "0 <= start <= end <= length"),
     ([1.0, 2.0], [(0, 3)], "2 turn advantages but 1 token spans"),
     ([1.0], [(0,)], "pair of ints"),
+    ([1.0], [(0.5, 3)], "pair of ints"),
     ([math.nan], [(0, 3)], "turn_advantages must be finite"),
 ])
 def test_spread_rejects_bad_spans(advantages, spans, message):
