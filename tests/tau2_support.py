@@ -10,13 +10,23 @@ import pytest
 from interactcs_gym.tau2 import Tau2NotInstalledError, require_tau2
 
 
-def need_tau2() -> None:
-    """Skip the calling test when the official τ²-bench package is not usable here."""
+def _probe() -> str | None:
     try:
         require_tau2()
     except Tau2NotInstalledError as exc:
-        first = str(exc).splitlines()[0]
-        pytest.skip(f"τ²-bench not installed ({first}); see README 'τ²-bench adapters'")
+        return str(exc).splitlines()[0]
+    return None
+
+
+# Probed when the test modules are imported, before any test imports tau2 itself: require_tau2
+# must run first to point a regular install at its checkout's data (see official.py).
+MISSING = _probe()
+
+
+def need_tau2() -> None:
+    """Skip the calling test when the official τ²-bench package is not usable here."""
+    if MISSING is not None:
+        pytest.skip(f"τ²-bench not installed ({MISSING}); see README 'τ²-bench adapters'")
 
 
 # ---------------------------------------------------------------------------- airline

@@ -100,8 +100,10 @@ class Tau2Env(DialogueEnv):
       ``###OUT-OF-SCOPE###``: ``"out_of_scope"``), or the agent does (``"agent_stop"``).
     * Truncation: the official step budget ``max_steps`` is used up (``"max_steps"``; every
       message of the agent, the user and the environment is one step, as in τ²-bench's
-      orchestrator, default 200), or the simulated user failed (``"user_error"``, with the error
-      in ``info["user_error"]``).
+      orchestrator, default 200), or the simulated user failed after its retries
+      (``"user_error"``, with the error in ``info["user_error"]``; official reward 0, as for
+      τ²-bench's ``too_many_errors``). A user that cannot even open the conversation makes
+      ``reset`` raise ``UserSimulatorError`` (an outage of the user's server, not an episode).
 
     ## Arguments
 
@@ -193,6 +195,10 @@ class Tau2Env(DialogueEnv):
             raise ValueError(f"split {split!r} of τ² {domain} has no tasks")
         self.user_simulator = user_simulator
         self._user_kwargs = dict(user_simulator_kwargs or {})
+        unknown = set(self._user_kwargs) - {"script"}
+        if user_simulator == "scripted" and unknown:
+            raise ValueError(f"scripted user: unknown user_simulator_kwargs {sorted(unknown)}; "
+                             f"it takes only 'script'")
         self._backend = self._make_backend() if user_simulator == "llm" else None
         self._cursor = -1
         self._reset_seed: int | None = None
@@ -220,6 +226,11 @@ class Tau2Env(DialogueEnv):
         self._task_info = {"domain": self.domain, "split": self.split, "index": index,
                            "task_id": task.id}
         messages = self._episode.start()
+        if self._episode.user_error is not None:
+            from interactcs_gym.tau2.users import UserSimulatorError
+
+            raise UserSimulatorError(f"the simulated user could not open the conversation of "
+                                     f"task {task.id!r}: {self._episode.user_error}")
         chat = [_to_chat(m) for m in self._episode.trajectory() if _agent_sees(m)]
         self._prefix = chat[:-1]
         last = chat[-1] if chat else {"role": "tool", "content": "(the conversation ended)"}
@@ -286,23 +297,28 @@ class Tau2Env(DialogueEnv):
         return int(self.np_random.integers(2**31 - 1)) if self.user_simulator == "llm" else None
 
     def _make_backend(self) -> Any:
+        """The user's chat back-end: ``backend`` as given when it is a ``ChatBackend``, else
+        ``interactcs_gym.llm.make_backend(backend, role="user", **rest)`` (settings not given
+        come from ``INTERACTCS_USER_LLM_*`` / ``INTERACTCS_LLM_*``)."""
+        from interactcs_gym.llm.base import ChatBackend
+
+        spec = self._user_kwargs.get("backend")
+        kwargs = {k: v for k, v in self._user_kwargs.items()
+                  if k not in ("backend", "sampling", "max_retries")}
+        if isinstance(spec, ChatBackend) and not kwargs:
+            return spec
         try:
             from interactcs_gym.llm import make_backend
         except ImportError as exc:
             raise ImportError(f"user_simulator='llm' needs the project's chat back-ends "
                               f"(interactcs_gym.llm.make_backend): {exc}") from exc
-        kwargs = {k: v for k, v in self._user_kwargs.items()
-                  if k not in ("backend", "sampling", "max_retries")}
-        return make_backend(self._user_kwargs.get("backend"), role="user", **kwargs)
+        return make_backend(spec, role="user", **kwargs)
 
     def _make_user(self, task: Any, environment: Any, options: dict[str, Any]) -> Any:
         from interactcs_gym.tau2.users import LLMUser, ScriptedUser
 
         instructions = task.user_scenario.instructions
         if self.user_simulator == "scripted":
-            unknown = set(self._user_kwargs) - {"script"}
-            if unknown:
-                raise ValueError(f"scripted user: unknown user_simulator_kwargs {sorted(unknown)}")
             script = options.get("user_script", self._user_kwargs.get("script"))
             return ScriptedUser(script=script, instructions=instructions)
         user_tools = environment.get_user_tools() if environment.user_tools is not None else None
