@@ -107,15 +107,17 @@ def write_airline_world(folder: Path) -> tuple[str, str]:
     return str(db_path), str(tasks_path)
 
 
-def gold_db_hash(env, task, user: bool = False) -> str | None:
-    """The gold agent-database hash exactly as the official ``EnvironmentEvaluator`` computes it:
-    a fresh environment, the task's initial state, then every gold action.
+def gold_db_hashes(env, task, sync: bool = False) -> tuple[str, str | None]:
+    """``(agent DB hash, user DB hash)`` of the gold run, as the official ``EnvironmentEvaluator``
+    computes them: a fresh environment, the task's initial state, then every gold action.
 
-    ``user=True``: the user-database (telecom device) hash instead, after ``sync_tools``. The
-    official evaluator (v0.2.0) compares the gold user database *without* syncing it, while its
-    replay of the episode syncs after every call, so in telecom its ``db_match`` is False for most
-    tasks even on the gold trajectory (71 of 114 tasks): an upstream quirk, which only DB rate
-    sees (telecom's reward uses env assertions).
+    ``sync=True`` also calls ``sync_tools`` after each gold action, as the official orchestrator
+    does after every step of a real episode. Without user tools (retail, airline) it changes
+    nothing. In telecom it matters: the official evaluator (v0.2.0) builds its gold databases
+    *without* syncing while its replay of the episode syncs, so its ``db_match`` is False on most
+    telecom tasks even for the gold trajectory (71 of 114: the device state, and for overdue bills
+    the bill the user paid); an upstream quirk that only DB rate sees, as telecom's reward is
+    scored by env assertions. The adapter's telecom state is compared with the synced gold run.
     """
     gold = env.unwrapped._make_environment()
     initial = task.initial_state
@@ -128,7 +130,6 @@ def gold_db_hash(env, task, user: bool = False) -> str | None:
                                 **action.arguments)
         except Exception:  # the official evaluator logs and goes on, too
             pass
-    if user:
-        gold.sync_tools()
-        return gold.get_user_db_hash()
-    return gold.get_db_hash()
+        if sync:
+            gold.sync_tools()
+    return gold.get_db_hash(), gold.get_user_db_hash()

@@ -84,6 +84,16 @@ def test_step_info_tool_results_and_user_replies(retail):
     assert info["tool_calls"] == [] and info["step_count"] == 5
 
 
+def test_tool_results_as_user_messages_for_strict_servers():
+    env = make(tool_role="user")
+    env.reset(seed=0)
+    obs, *_, info = env.step(LOOKUP)
+    assert obs == "[tool] noah_brown_6181" and info["messages"][-1] == {"role": "user", "content": obs}
+    obs, *_, info = env.step("{bad")
+    assert obs.startswith("[tool] Your tool call is not valid JSON")
+    assert {m["role"] for m in info["messages"]} == {"system", "user", "assistant"}
+
+
 def test_check_env_passes():
     check_env(make(), skip_render_check=True)
 
@@ -126,6 +136,7 @@ def test_task_selection_by_seed_index_id_and_cycling(retail):
         retail.reset(options={"task": n})
     with pytest.raises(ValueError, match="not in split"):
         retail.reset(options={"task": "no-such-task"})
+    assert retail.reset(seed=9, options={"user_index": n + 2})[1]["task"]["index"] == 2
     fixed = make(task="3")
     assert {fixed.reset(seed=s)[1]["task"]["task_id"] for s in range(3)} == {"3"}
 

@@ -4,18 +4,19 @@ leave the database the official evaluator expects, in every domain."""
 from __future__ import annotations
 
 import pytest
-from tau2_support import gold_db_hash, need_tau2, write_airline_world
+from tau2_support import gold_db_hashes, need_tau2, write_airline_world
 
 pytestmark = pytest.mark.tau2
 
 # Retail tasks covering every write tool: return (2), item change (3), exchange (6), transfer
 # (10), cancel + calculate (16), addresses (22), payment change (40).
 RETAIL_TASKS = ["2", "3", "6", "10", "16", "22", "40"]
-# Telecom: user device actions only, agent + user actions, and an ACTION-scored task.
+# Telecom: user device actions only, agent + user actions, an ACTION-scored task, a bill payment.
 TELECOM_TASKS = [
     "[mobile_data_issue]airplane_mode_on|data_mode_off[PERSONA:None]",
     "[mobile_data_issue]data_mode_off|data_usage_exceeded[PERSONA:None]",
     "[service_issue]break_apn_settings|lock_sim_card_pin[PERSONA:None]",
+    "[service_issue]airplane_mode_on|overdue_bill_suspension[PERSONA:None]",  # the user pays
 ]
 
 
@@ -62,7 +63,9 @@ def _check_gold(env, task_id):
     task = env.tasks[env._task_index(task_id)]
     assert reward == 1.0, info["reward_info"]
     assert info["reward_info"]["reward"] == 1.0
-    assert info["db_hash"] == gold_db_hash(env, task)
+    agent_db, user_db = gold_db_hashes(env, task, sync=env.domain == "telecom")
+    assert info["db_hash"] == agent_db
+    assert env._episode.environment.get_user_db_hash() == user_db
     assert info["tau2_metrics"]["pass"] == 1.0 and info["tau2_metrics"]["action_reward"] == 1.0
     assert info["termination_reason"] == "user_stop"
     return info
@@ -78,8 +81,6 @@ def test_retail_gold_replay(retail, task_id):
 def test_telecom_gold_replay_with_user_device_actions(telecom, task_id, fixed_uuid):
     info = _check_gold(telecom, task_id)
     task = telecom.tasks[telecom._task_index(task_id)]
-    device = telecom._episode.environment.get_user_db_hash()
-    assert device == gold_db_hash(telecom, task, user=True)
     assert info["reward_info"]["env_assertions"] and all(
         check["met"] for check in info["reward_info"]["env_assertions"])
     basis = [str(getattr(b, "value", b)) for b in task.evaluation_criteria.reward_basis]
@@ -120,6 +121,8 @@ def test_every_task_of_the_real_data_replays_to_reward_one(domain, retail, telec
     failed = []
     for task in env.tasks:
         reward, info = replay_gold(env, task.id)
-        if reward != 1.0 or info["db_hash"] != gold_db_hash(env, task):
+        gold = gold_db_hashes(env, task, sync=domain == "telecom")
+        device = env._episode.environment.get_user_db_hash()
+        if reward != 1.0 or (info["db_hash"], device) != gold:
             failed.append(task.id)
     assert failed == [], f"{len(failed)} of {len(env.tasks)} tasks failed, e.g. {failed[:3]}"

@@ -25,6 +25,7 @@ To end the conversation, say {STOP_TOKEN} or call the `{STOP_TOOL}` tool.
 """.rstrip()
 
 USER_SIMULATORS = ("llm", "scripted")
+TOOL_PREFIX = "[tool]"
 
 
 class Tau2Env(DialogueEnv):
@@ -62,7 +63,8 @@ class Tau2Env(DialogueEnv):
     ``UnicodeText(max_observation_chars)``: after a message to the user, the user's reply (role
     ``user`` in ``info["messages"]``); after tool calls, their results (role ``tool``; one result
     is its JSON text, several are ``[name] result`` lines); after a malformed turn, the
-    explanation (role ``tool``). The first observation is the user's first message, answering the
+    explanation (role ``tool``; with ``tool_role="user"`` these come as ``user`` messages that
+    start with ``[tool]``). The first observation is the user's first message, answering the
     official greeting "Hi! How can I help you today?", which is in ``info["messages"]``. The
     system prompt (first message) is the official agent instruction and domain policy plus the
     action protocol and the tool schemas (unless ``tools_in_prompt=False``).
@@ -88,7 +90,8 @@ class Tau2Env(DialogueEnv):
     ## Starting State
 
     The task is the ``task`` option of ``reset`` (an ``int`` index into the split, or a ``str``
-    task id), else the ``task`` argument, else the split's task number ``seed % len(split)``
+    task id), else the ``user_index`` option ``u`` (what the evaluation CLI passes for user ``u``:
+    task ``u % len(split)``), else the ``task`` argument, else the split's task number ``seed % len(split)``
     (``reset(seed=s)``), or the next task of the split after the previous one when ``reset`` gets
     no seed (the first unseeded reset takes task 0). A split's tasks are in the task set's order. The domain database and the user's device are set to the task's
     initial state with the official ``Environment.set_state``.
@@ -128,10 +131,11 @@ class Tau2Env(DialogueEnv):
     | ``max_steps`` | 200 | official step budget (τ²-bench's default) |
     | ``cost_weights`` | None | multiplier per cost kind, e.g. ``{"refund": 0.0}`` |
     | ``tools_in_prompt`` | True | put the action protocol and tool schemas in the system prompt |
+    | ``tool_role`` | ``"tool"`` | role of tool results and notices; ``"user"``: user messages marked ``[tool]`` (for servers that refuse ``tool`` messages without call ids) |
     | ``max_action_chars`` / ``max_observation_chars`` | 16384 / 65536 | space bounds |
 
-    ``reset(options=...)``: ``task`` (``int`` index or ``str`` id); ``user_script`` (scripted
-    user only: the script of this episode).
+    ``reset(options=...)``: ``task`` (``int`` index or ``str`` id); ``user_index`` (``int``,
+    task ``u % len(split)``); ``user_script`` (scripted user only: the script of this episode).
 
     ## Information
 
@@ -164,7 +168,8 @@ class Tau2Env(DialogueEnv):
                  *, tasks: Any = None, split_file: str | None = None, db_path: str | None = None,
                  user_simulator: str = "llm", user_simulator_kwargs: dict[str, Any] | None = None,
                  max_steps: int = 200, cost_weights: dict[str, float] | None = None,
-                 tools_in_prompt: bool = True, render_mode: str | None = None,
+                 tools_in_prompt: bool = True, tool_role: str = "tool",
+                 render_mode: str | None = None,
                  max_action_chars: int = 16_384, max_observation_chars: int = 65_536) -> None:
         super().__init__(render_mode, max_action_chars=max_action_chars,
                          max_observation_chars=max_observation_chars)
@@ -173,6 +178,8 @@ class Tau2Env(DialogueEnv):
         if user_simulator not in USER_SIMULATORS:
             raise ValueError(f"user_simulator must be one of {USER_SIMULATORS}, got "
                              f"{user_simulator!r}")
+        if tool_role not in ("tool", "user"):
+            raise ValueError(f"tool_role must be 'tool' or 'user', got {tool_role!r}")
         if max_steps < 2:
             raise ValueError(f"max_steps must be >= 2, got {max_steps}")
         require_tau2()
@@ -182,6 +189,7 @@ class Tau2Env(DialogueEnv):
         self.split = split
         self.max_steps = int(max_steps)
         self.tools_in_prompt = bool(tools_in_prompt)
+        self.tool_role = tool_role
         self.cost_weights = {str(k): float(v) for k, v in (cost_weights or {}).items()}
         self._fixed_task = task
         self._make_environment = official.environment_factory(domain, db_path)
@@ -209,7 +217,10 @@ class Tau2Env(DialogueEnv):
     def _start(self, options: dict[str, Any]) -> Opening:
         from interactcs_gym.tau2.episode import Episode
 
-        index = self._task_index(options.get("task", self._fixed_task))
+        choice = options.get("task")
+        if choice is None and options.get("user_index") is not None:
+            choice = int(options["user_index"]) % len(self.tasks)  # the evaluation CLI's user u
+        index = self._task_index(self._fixed_task if choice is None else choice)
         task = self.tasks[index]
         basis = {str(getattr(b, "value", b)) for b in
                  (task.evaluation_criteria.reward_basis if task.evaluation_criteria else [])}
@@ -231,7 +242,7 @@ class Tau2Env(DialogueEnv):
 
             raise UserSimulatorError(f"the simulated user could not open the conversation of "
                                      f"task {task.id!r}: {self._episode.user_error}")
-        chat = [_to_chat(m) for m in self._episode.trajectory() if _agent_sees(m)]
+        chat = [self._env_role(_to_chat(m)) for m in self._episode.trajectory() if _agent_sees(m)]
         self._prefix = chat[:-1]
         last = chat[-1] if chat else {"role": "tool", "content": "(the conversation ended)"}
         extra = {"tools": self._tools, "policy": self._policy, **self._extra_info(messages, {})}
@@ -374,10 +385,20 @@ class Tau2Env(DialogueEnv):
             reason = self._termination_reason(seen)
             truncated = reason in ("max_steps", "user_error")
             terminated = not truncated
+        message = self._env_role({"role": role, "content": observation})
+        role, observation = message["role"], message["content"]
         return StepOutcome(observation=observation, reward=reward, terminated=terminated,
                            truncated=truncated, costs=costs, format_ok=format_ok,
                            format_error=format_error, termination_reason=reason,
                            extra_info=extra, observation_role=role)
+
+    def _env_role(self, message: dict[str, str]) -> dict[str, str]:
+        """Tool results and notices as ``tool`` messages, or as ``user`` messages marked
+        ``[tool]`` when ``tool_role="user"`` (for servers that refuse ``tool`` messages without
+        the call ids of native function calling, e.g. OpenAI's hosted API)."""
+        if message["role"] != "tool" or self.tool_role == "tool":
+            return message
+        return {"role": self.tool_role, "content": f"{TOOL_PREFIX} {message['content']}"}
 
     def _termination_reason(self, seen: list[dict[str, str]]) -> str:
         from tau2.user.base import OUT_OF_SCOPE, TRANSFER
