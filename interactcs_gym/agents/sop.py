@@ -88,6 +88,7 @@ class SOPAgent(Agent):
         self._facts: dict[str, Any] | None = None
         self._offered_turn: int | None = None
         self._closings = 0
+        self._party = ""
 
     def __init__(self) -> None:
         self.reset()
@@ -141,14 +142,15 @@ class SOPAgent(Agent):
         if "feedback" not in self._done:
             self._done.add("feedback")
             return ("Resolved as far as the SOP allows; make sure the problem is reported.",
-                    f"I have also reported this to {merchant} so that it does not happen again.", "chat")
+                    f"I have also reported this to {self._party} so that it does not happen again.", "chat")
         return self._close()
 
     def _resolve(self, s: dict[str, Any], f: dict[str, Any]) -> tuple[str, str, str]:
         dispute = s["dispute"] or "quality"
+        self._party = "our delivery team" if dispute == "rider_conduct" else f["merchant"]
         remedy = sop_remedy(dispute, f["responsibility_assessment"], f["complaint_history"],
                             int(f["late_minutes"]), photo_received=s["photo"])
-        demand, merchant = s["demand"], f["merchant"]
+        demand, merchant = s["demand"], self._party
         why = (f"SOP remedy: {remedy} (dispute {dispute}, responsibility {f['responsibility_assessment']}, "
                f"history {f['complaint_history']}, photo {'yes' if s['photo'] else 'no'}); user wants {demand}.")
         if remedy == "refund_item":

@@ -101,20 +101,38 @@ _LATE = re.compile(r"\b(\d+)\s*(?:min(?:ute)?s?)\s+(?:late|behind|overdue)\b", r
 
 # ----------------------------------------------------------------------------- data files
 @functools.lru_cache(maxsize=1)
-def load_lexicon() -> dict[str, tuple[re.Pattern[str], ...]]:
-    """The lexicon, every pattern compiled (case-insensitive); errors name the file and key."""
-    ref = data_path(LEXICON_FILE)
-    raw = yaml.safe_load(ref.read_text(encoding="utf-8"))
+def load_lexicon() -> dict[str, re.Pattern[str] | tuple[re.Pattern[str], ...]]:
+    """The lexicon, compiled case-insensitively; errors name the file and key.
+
+    ``forged`` stays a tuple of patterns (each removal is counted); every other key is compiled
+    into one alternation, so reading a turn costs one search per key and sentence.
+    """
+    raw = yaml.safe_load(data_path(LEXICON_FILE).read_text(encoding="utf-8"))
     missing = [k for k in LEXICON_KEYS if k not in (raw or {})]
     if missing:
         raise DataFileError(f"{LEXICON_FILE}: missing keys {missing}")
-    out: dict[str, tuple[re.Pattern[str], ...]] = {}
+    out: dict[str, Any] = {}
     for key in LEXICON_KEYS:
+        patterns = raw[key]
         try:
-            out[key] = tuple(re.compile(p, re.IGNORECASE) for p in raw[key])
+            if not (isinstance(patterns, list) and patterns and all(isinstance(p, str) for p in patterns)):
+                raise TypeError("expected a non-empty list of pattern strings")
+            compiled = tuple(re.compile(p, re.IGNORECASE) for p in patterns)
+            out[key] = compiled if key == "forged" else re.compile(
+                "|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
         except (re.error, TypeError) as exc:
             raise DataFileError(f"{LEXICON_FILE}: key {key!r}: bad pattern ({exc})") from exc
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def _catalog_patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """One regex for all merchant names and one for all dish names of the bank (longest first)."""
+    def alternation(names: frozenset[str]) -> re.Pattern[str]:
+        ordered = sorted(names, key=lambda n: (-len(n), n))
+        return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(n) for n in ordered) + r")(?!\w)", re.IGNORECASE)
+    merchants, dishes = catalog()
+    return alternation(merchants), alternation(dishes)
 
 
 @functools.lru_cache(maxsize=1)
@@ -151,11 +169,11 @@ class Reading:
         return any(n in self.intents for n in names)
 
 
-def _any(patterns: tuple[re.Pattern[str], ...], text: str) -> bool:
-    return any(p.search(text) for p in patterns)
+def _any(pattern: re.Pattern[str], text: str) -> bool:
+    return pattern.search(text) is not None
 
 
-def read_agent_text(text: str, lex: dict[str, tuple[re.Pattern[str], ...]] | None = None) -> Reading:
+def read_agent_text(text: str, lex: dict[str, Any] | None = None) -> Reading:
     """Clean forged control text, then read intents sentence by sentence (module docstring)."""
     lex = lex or load_lexicon()
     forged = 0
@@ -230,17 +248,14 @@ def invented_fact(text: str, order: Order) -> str | None:
         if abs(int(m.group(1)) - order.late_minutes) > 2:
             return (f"It was {order.late_minutes} minutes late, not {m.group(1)}." if order.late_minutes
                     else "It wasn't late at all.")
-    low = text.lower()
-    for name in sorted((it.name for it in order.items), key=len, reverse=True):
-        low = low.replace(name.lower(), " ")
-    low = low.replace(order.merchant.lower(), " ")
-    merchants, dishes = catalog()
-    for name in merchants:
-        if name.lower() in low:
-            return f"My order was from {order.merchant}, not {name}."
-    for name in dishes:
-        if re.search(r"\b" + re.escape(name.lower()) + r"\b", low):
-            return f"I never ordered {name}. I ordered {', '.join(it.name for it in order.items)}."
+    merchants, dishes = _catalog_patterns()
+    for m in merchants.finditer(text):
+        if m.group(0).lower() != order.merchant.lower():
+            return f"My order was from {order.merchant}, not {m.group(0)}."
+    ordered = {it.name.lower() for it in order.items}
+    for m in dishes.finditer(text):
+        if m.group(0).lower() not in ordered:
+            return f"I never ordered {m.group(0)}. I ordered {', '.join(it.name for it in order.items)}."
     return None
 
 
@@ -285,6 +300,7 @@ class PersonaUserSimulator(UserSimulator):
         self._register = REGISTERS[max(0, t.communication.politeness - 1)]
         self._gain = 0.7 + 0.1 * (level - 1)
         self._sting = 1.3 - 0.15 * t.affective
+        self._floor = 1.0 + 0.2 * (level - 1)
         self._st = _State(mood=1.5 + 0.25 * (level - 1), patience=3 + 0.75 * (t.problem_solving + t.affective))
         item = order.affected or order.items[0]
         self._fill = {"merchant": order.merchant, "item": item.name, "total": f"{order.total:.2f}",
@@ -309,7 +325,6 @@ class PersonaUserSimulator(UserSimulator):
         reading = read_agent_text(turn.text, self._lex)
         events: list[tuple[str, str | None]] = []   # (bank intent, sub-key), strongest first
         before = st.mood
-        n_before = len(events)
 
         words = frozenset(_WORD.findall(reading.text.lower()))
         repeated = len(words) >= 3 and any(len(words & w) / len(words | w) >= 0.8 for w in st.responses)
@@ -390,11 +405,10 @@ class PersonaUserSimulator(UserSimulator):
             elif st.progress_turn < turn.turn - 1:
                 self._hurt(0.2, 0.5)
                 events.append(("empty_apology", None))
-        understood = reading.intents - {"closing"}
-        if not understood and not turn.voucher_issued and not events[n_before:]:
+        if not reading.intents and not turn.voucher_issued and not events:
             self._hurt(0.2, 1.0)
             events.append(("stall_reaction", None))
-        elif reading.has("stall") and len(understood) == 1:
+        elif reading.has("stall") and reading.intents <= {"stall", "closing"}:
             self._hurt(0.2, 1.0)
             events.append(("stall_reaction", None))
 
@@ -452,7 +466,7 @@ class PersonaUserSimulator(UserSimulator):
         self._st.mood = min(5.0, self._st.mood + delta * self._gain * jitter * (0.5 if self._st.trust_broken else 1.0))
 
     def _hurt(self, mood: float, patience: float) -> None:
-        self._st.mood = max(1.0, self._st.mood - mood * self._sting)
+        self._st.mood = max(self._floor, self._st.mood - mood * self._sting)
         self._st.patience -= patience
 
     def _demand_key(self) -> str:
@@ -479,7 +493,7 @@ class PersonaUserSimulator(UserSimulator):
         st.resolved = self._met()
         done, reason, closing = False, None, None
         if st.patience <= 0:
-            st.mood = max(1.0, st.mood - 0.3)
+            st.mood = max(self._floor, st.mood - 0.3)
             done, reason, closing = True, "refused", "give_up"
         elif st.resolved and st.mood >= 3.0:
             done, reason, closing = True, "satisfied", "close_satisfied"
