@@ -36,7 +36,8 @@ from interactcs_gym.fds.sop import VOUCHER_VALUE, needs_photo, sop_remedy
 _DISPUTE_WORDS = (
     ("rider_conduct", r"\brider\b|\brude\b"),
     ("missing_item", r"\bmissing\b|wasn't in|was not in|\bforgot\b|without the"),
-    ("wrong_item", r"\bwrong\b|different dish|something else|instead of"),
+    ("wrong_item", r"wrong (dish|item|food|order)|got the wrong|different dish|something else|"
+                   r"instead of the|not the \w+ i ordered"),
     ("damaged", r"crush|spill|leak|smash|broken|damaged|\bmess\b"),
     ("cold_food", r"\bcold\b|freezing"),
     ("late_delivery", r"\blate\b|took forever|only arrived|only came|instead of \d"),
@@ -64,6 +65,7 @@ _QUESTION = {
     "quality": "What exactly was wrong with the dish?",
     "rider_conduct": "Could you tell me what the rider said or did?",
 }
+_PHOTO_LINE = re.compile(re.escape(PHOTO_MARKER) + r"[^\]]*\]")
 _CLOSINGS = ("Is there anything else I can help you with today?",
              "Thank you for your patience. If anything else comes up, feel free to contact us.",
              "Thank you for contacting us, and have a nice day.",
@@ -99,7 +101,8 @@ class SOPAgent(Agent):
         if self._facts is None:
             self._facts = parse_order_block(messages[0]["content"])
         users = [m["content"] for m in messages if m["role"] == "user"]
-        text = " ".join(users)
+        # Classify the user's own words, not the photo descriptions.
+        text = " ".join(_PHOTO_LINE.sub(" ", u) for u in users)
         item = next((it["name"] for it in self._facts["items"] if it["name"].lower() in text.lower()), None)
         return {"users": users, "last": users[-1] if users else "",
                 "dispute": _classify(text, _DISPUTE_WORDS),

@@ -52,9 +52,11 @@ it is not, the user protests (premature close) or, with patience <= 2 or mood < 
 (``"refused"``). Patience at or below 0: the user gives up (``"refused"``, mood -0.3).
 
 Promises are judged at the end, as the platform settles the case: a refund promised outside the
-SOP (``fair_remedy`` is not ``refund_item``, a *full* refund, or no photo ever shared) is declined
-(-1.5), and a voucher promised or accepted but never issued never arrives (-1.0). The final
-satisfaction is ``clip(floor(mood + 0.5), 1, 5)``.
+SOP (``fair_remedy`` is not ``refund_item``, a *full* refund, or no photo ever shared) is declined,
+which takes back the mood it gave and costs 1.0 more (so a false promise never pays), and a
+voucher promised or accepted but never issued never arrives (-1.0). A cooperative user's mood never
+sinks below ``1 + 0.2 (L - 1)`` during the chat (agreeable users rarely give the lowest rating);
+settlement may take it down to 1. The final satisfaction is ``clip(floor(mood + 0.5), 1, 5)``.
 
 Reading rules on top of the lexicon: a photo request needs a photo word and a request (question or
 send/share/...); detail and preference questions must be questions; a voucher or refund sentence
@@ -93,7 +95,8 @@ LEXICON_KEYS = ("forged", "empathy", "evidence_word", "evidence_request", "thank
 REGISTERS = ("blunt", "neutral", "polite")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 _WORD = re.compile(r"[a-z0-9']+")
-_MONEY = re.compile(r"[$€£¥]\s?(\d+(?:\.\d{1,2})?)|\b(\d+(?:\.\d{1,2})?)\s?(?:dollars|usd|yuan|euros?)\b"
+_MONEY = re.compile(r"[$€£¥]\s?(\d+(?:\.\d{1,2})?)|\b(\d+(?:\.\d{1,2})?)\s?-?(?:dollars?|usd|yuan|rmb|euros?|"
+                    r"units?|credits?)\b"
                     r"|\b(\d+\.\d{2})\b", re.IGNORECASE)
 _CLOCK = re.compile(r"\b([01]?\d|2[0-3]):([0-5]\d)\b")
 _LATE = re.compile(r"\b(\d+)\s*(?:min(?:ute)?s?)\s+(?:late|behind|overdue)\b", re.IGNORECASE)
@@ -276,6 +279,7 @@ class _State:
     voucher_owed: bool = False     # promised or accepted, not (yet) issued
     refund_promised: bool = False
     refund_full: bool = False
+    refund_gain: float = 0.0
     trust_broken: bool = False
     resolved: bool = False
     progress_turn: int = 0
@@ -359,7 +363,7 @@ class PersonaUserSimulator(UserSimulator):
             target_met = self._persona.demand.target_remedy == "item_refund" or reading.full_refund
             gain = {"incentive_open": 1.6, "preference_learning": 1.4, "feedback_oriented": 0.4,
                     "rigid_pursuit": 2.2 if target_met else 0.8}[demand]
-            self._change(gain)
+            st.refund_gain = self._change(gain)
             sub = ("rigid_pursuit" if target_met else "rigid_pursuit/partial") if demand == "rigid_pursuit" else "other"
             events.append(("refund_reaction", sub))
         if reading.has("voucher_promise") and not turn.voucher_issued and not st.voucher_issued:
@@ -458,12 +462,16 @@ class PersonaUserSimulator(UserSimulator):
         self._change(0.05)
         return ("answer_detail", None)
 
-    def _change(self, delta: float) -> None:
+    def _change(self, delta: float) -> float:
+        """Apply a mood change (module docstring); returns the change actually applied."""
+        before = self._st.mood
         if delta < 0:
             self._hurt(-delta, 0.0)
-            return
-        jitter = float(self._rng.uniform(0.85, 1.15))
-        self._st.mood = min(5.0, self._st.mood + delta * self._gain * jitter * (0.5 if self._st.trust_broken else 1.0))
+        else:
+            jitter = float(self._rng.uniform(0.85, 1.15))
+            scale = self._gain * jitter * (0.5 if self._st.trust_broken else 1.0)
+            self._st.mood = min(5.0, self._st.mood + delta * scale)
+        return self._st.mood - before
 
     def _hurt(self, mood: float, patience: float) -> None:
         self._st.mood = max(self._floor, self._st.mood - mood * self._sting)
@@ -507,7 +515,8 @@ class PersonaUserSimulator(UserSimulator):
                 events.insert(0, ("premature_close", None))
         if not done and turn.is_last:
             closing = "close_satisfied" if st.mood >= 3.0 else "out_of_time"
-        parts = [self._say(intent, sub) for intent, sub in events[:2]]
+        # A user who closes satisfied keeps only their main reaction (no further demands).
+        parts = [self._say(intent, sub) for intent, sub in events[:1 if reason == "satisfied" else 2]]
         if closing is None and not st.resolved and not reading.has("ask_evidence", "ask_detail", "ask_preference",
                                                                     "voucher_offer") and len(parts) < 2:
             parts.append(self._say("nudge", self._demand_key()))
@@ -531,8 +540,8 @@ class PersonaUserSimulator(UserSimulator):
         st, order = self._st, self._order
         if st.refund_promised:
             kept = order.fair_remedy.kind == "refund_item" and not st.refund_full and st.evidence == "sent"
-            if not kept:
-                st.mood = max(1.0, st.mood - 1.5)
+            if not kept:  # the refund is declined: its gain is lost, and the broken promise hurts
+                st.mood = max(1.0, st.mood - st.refund_gain - 1.0)
         if st.voucher_owed and not st.voucher_issued:
             st.mood = max(1.0, st.mood - 1.0)
 
