@@ -239,24 +239,25 @@ class FoodDeliveryServiceEnv(DialogueEnv):
                        task=task, extra_info=self._extras(None))
 
     def _advance(self, action: str) -> StepOutcome:
-        user = self._user
         parsed = parse_turn(action)
-        errors = list(parsed.errors)
+        problems = list(parsed.errors)
         bound = self.action_space.max_length
-        if self._raw_len > bound:
-            errors.insert(0, f"Your turn was {self._raw_len} characters long; only the first {bound} "
-                             "were read.")
+        # The base env clips an oversized turn and reports it in format_error itself; here it only
+        # counts as a violation and goes into the notice the agent reads.
+        oversize = (f"Your turn was {self._raw_len} characters long; only the first {bound} were read."
+                    if self._raw_len > bound else None)
         costs: dict[str, float] = {}
         issued = False
-        if parsed.action == "voucher" and not errors:
+        if parsed.action == "voucher" and not problems and oversize is None:
             if self._voucher_issued:
-                errors.append("Voucher refused: a voucher was already issued in this session (at most "
-                              "one per session). No cost was charged; the user received your text.")
+                problems.append("Voucher refused: a voucher was already issued in this session (at "
+                                "most one per session). No cost was charged; the user received your text.")
             else:
                 issued, costs = True, {"voucher": VOUCHER_COST}
         elif parsed.action == "voucher":
-            errors.append("No voucher was issued because the turn was malformed.")
-        format_ok = not errors
+            problems.append("No voucher was issued because the turn was "
+                            + ("malformed." if not parsed.ok else "too long."))
+        format_ok = not problems and oversize is None
         state = {"turn": self.turn, "voucher_issued": self._voucher_issued,
                  "finished_ok": self._finished_ok, "evidence_shared": self._evidence_shared}
         if not format_ok:
@@ -278,11 +279,12 @@ class FoodDeliveryServiceEnv(DialogueEnv):
         final = reply.done or truncated
         reason = reply.end_reason if reply.done else ("max_turns" if truncated else None)
         error = None
-        if not format_ok:
-            error = "Your turn broke the protocol: " + " ".join(errors)
+        if problems:
+            error = "Your turn broke the protocol: " + " ".join(problems)
             if not parsed.ok:
                 error += " " + PROTOCOL_HINT
-        observation = reply.utterance if error is None else f"[Environment notice] {error}\n\n{reply.utterance}"
+        notice = " ".join(x for x in (oversize, error) if x)
+        observation = f"[Environment notice] {notice}\n\n{reply.utterance}" if notice else reply.utterance
         extra.update(self._extras(reply.satisfaction if final else None))
         return StepOutcome(observation=observation,
                            reward=(reply.satisfaction - 1) / 4 if final else 0.0,

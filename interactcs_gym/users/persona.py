@@ -30,7 +30,7 @@ fact); negative ones by ``v``. Effects by event (mood, patience):
 | no empathy on turn 1, affective <= 1 | -0.3 | -0.5 |
 | photo requested and sent / refused / requested again after a refusal or "no photo" | +0.1 / -0.2 / -0.5 | 0 / -1 / -2 |
 | photo requested when the dispute needs none, or already sent | -0.2 / -0.3 | -0.5 / -1 |
-| question answered (2 at most; confrontational users: -0.15, -0.5) / more questions | +0.05 / -0.2 | 0 / -1 |
+| question answered (2 at most; problem_solving <= 1: -0.15, -0.5 instead) / more questions | +0.05 / -0.2 | 0 / -1 |
 | asked what they want (1st time): reveals the demand | +0.15 | |
 | policy explained: rigid / preference-learning / feedback-oriented / incentive-open | -0.2 / +0.3 / +0.1 / 0 | -0.5 rigid |
 | feedback recorded (1st): feedback-oriented / others | +1.0 / +0.2 | |
