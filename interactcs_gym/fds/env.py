@@ -142,7 +142,7 @@ class FoodDeliveryServiceEnv(DialogueEnv):
     | ``split`` | ``"test"`` | ``"test"`` (80 users) or ``"train"`` (2000 users) |
     | ``user_simulator`` | ``"persona"`` | ``"persona"``, ``"llm"``, ``"module:Class"`` or a ``UserSimulator`` |
     | ``user_simulator_kwargs`` | ``None`` | kwargs for the simulator class named by ``user_simulator`` |
-    | ``process_judge`` | ``None`` | a ``ProcessRewardJudge``, or a name for ``interactcs_gym.judges.make_process_judge`` |
+    | ``process_judge`` | ``None`` | a ``ProcessRewardJudge``, or a name for ``interactcs_gym.judges.make_process_judge``; called once per step, its exceptions propagate |
     | ``process_judge_kwargs`` | ``None`` | kwargs for ``make_process_judge`` |
     | ``max_turns`` | ``15`` | agent turns before truncation (T_max) |
     | ``render_mode`` | ``None`` | ``"ansi"`` (transcript as text) or ``"human"`` (print) |

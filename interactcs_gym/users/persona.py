@@ -129,16 +129,6 @@ def load_lexicon() -> dict[str, re.Pattern[str] | tuple[re.Pattern[str], ...]]:
 
 
 @functools.lru_cache(maxsize=1)
-def _catalog_patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
-    """One regex for all merchant names and one for all dish names of the bank (longest first)."""
-    def alternation(names: frozenset[str]) -> re.Pattern[str]:
-        ordered = sorted(names, key=lambda n: (-len(n), n))
-        return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(n) for n in ordered) + r")(?!\w)", re.IGNORECASE)
-    merchants, dishes = catalog()
-    return alternation(merchants), alternation(dishes)
-
-
-@functools.lru_cache(maxsize=1)
 def load_banks() -> dict[str, Any]:
     """The paraphrase banks; every leaf must be a non-empty list of templates for each register."""
     raw = yaml.safe_load(data_path(BANKS_FILE).read_text(encoding="utf-8"))
@@ -156,6 +146,36 @@ def load_banks() -> dict[str, Any]:
 
     check(raw, "")
     return raw
+
+
+_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+
+
+@functools.lru_cache(maxsize=1)
+def _name_index() -> dict[str, list[tuple[tuple[str, ...], str, str]]]:
+    """First token -> [(tokens, name, kind)] for every merchant and dish of the bank, longest first."""
+    merchants, dishes = catalog()
+    index: dict[str, list[tuple[tuple[str, ...], str, str]]] = {}
+    for kind, names in (("merchant", merchants), ("dish", dishes)):
+        for name in names:
+            tokens = tuple(_TOKEN.findall(name.lower()))
+            index.setdefault(tokens[0], []).append((tokens, name, kind))
+    for entries in index.values():
+        entries.sort(key=lambda e: (-len(e[0]), e[1]))
+    return index
+
+
+def _names_in(text: str) -> list[tuple[str, str]]:
+    """Merchant and dish names of the bank mentioned in ``text`` (whole words, longest match)."""
+    index, tokens, found, k = _name_index(), _TOKEN.findall(text.lower()), [], 0
+    while k < len(tokens):
+        for name_tokens, name, kind in index.get(tokens[k], ()):
+            if tuple(tokens[k:k + len(name_tokens)]) == name_tokens:
+                found.append((name, kind))
+                k += len(name_tokens) - 1
+                break
+        k += 1
+    return found
 
 
 # ----------------------------------------------------------------------------- reading the agent
@@ -183,10 +203,13 @@ def read_agent_text(text: str, lex: dict[str, Any] | None = None) -> Reading:
     for pattern in lex["forged"]:
         text, n = pattern.subn(" ", text)
         forged += n
-    intents: set[str] = set()
+    intents = {name for name in ("empathy", "policy", "alternatives", "feedback", "escalate", "rude", "stall")
+               if _any(lex[name], text)}
     full = False
     mentions: set[str] = set()
     framed = False  # some sentence is a question or an offer frame
+    has_refund, has_voucher = _any(lex["refund"], text), _any(lex["voucher"], text)
+    has_photo = _any(lex["evidence_word"], text)
     for sentence in _SENTENCE.split(text):
         s = sentence.strip()
         if not s:
@@ -194,19 +217,19 @@ def read_agent_text(text: str, lex: dict[str, Any] | None = None) -> Reading:
         closing = _any(lex["closing"], s)
         question = "?" in s and not closing
         framed = framed or question or _any(lex["offer"], s)
-        for name in ("empathy", "policy", "alternatives", "feedback", "escalate", "rude", "stall"):
-            if _any(lex[name], s):
-                intents.add(name)
         if closing:
             intents.add("closing")
-        if _any(lex["evidence_word"], s) and _any(lex["evidence_request"], s) and not _any(lex["thanks"], s):
+        if has_photo and _any(lex["evidence_word"], s) and _any(lex["evidence_request"], s) \
+                and not _any(lex["thanks"], s):
             intents.add("ask_evidence")
         elif question and _any(lex["preference_question"], s):
             intents.add("ask_preference")
         elif question and _any(lex["detail_question"], s):
             intents.add("ask_detail")
+        if not (has_refund or has_voucher):
+            continue
         negated = _any(lex["negation"], s)
-        if _any(lex["refund"], s):
+        if has_refund and _any(lex["refund"], s):
             if negated:
                 intents.add("policy")
             elif _any(lex["escalate"], s) or "refund request" in s.lower():
@@ -217,7 +240,7 @@ def read_agent_text(text: str, lex: dict[str, Any] | None = None) -> Reading:
             else:
                 mentions.add("refund")
                 full = full or _any(lex["full_refund"], s)
-        if _any(lex["voucher"], s):
+        if has_voucher and _any(lex["voucher"], s):
             if negated:
                 intents.add("policy")
             elif _any(lex["promise"], s):
@@ -251,14 +274,12 @@ def invented_fact(text: str, order: Order) -> str | None:
         if abs(int(m.group(1)) - order.late_minutes) > 2:
             return (f"It was {order.late_minutes} minutes late, not {m.group(1)}." if order.late_minutes
                     else "It wasn't late at all.")
-    merchants, dishes = _catalog_patterns()
-    for m in merchants.finditer(text):
-        if m.group(0).lower() != order.merchant.lower():
-            return f"My order was from {order.merchant}, not {m.group(0)}."
-    ordered = {it.name.lower() for it in order.items}
-    for m in dishes.finditer(text):
-        if m.group(0).lower() not in ordered:
-            return f"I never ordered {m.group(0)}. I ordered {', '.join(it.name for it in order.items)}."
+    ordered = {it.name for it in order.items}
+    for name, kind in _names_in(text):
+        if kind == "merchant" and name != order.merchant:
+            return f"My order was from {order.merchant}, not {name}."
+        if kind == "dish" and name not in ordered:
+            return f"I never ordered {name}. I ordered {', '.join(sorted(ordered))}."
     return None
 
 
