@@ -52,7 +52,7 @@ def test_check_env_passes_without_any_warning(env_id):
     env.close()
 
 
-def test_make_with_namespace_prefix_needs_no_prior_import(tmp_path):
+def test_make_with_namespace_prefix_needs_no_prior_import_and_loads_no_torch(tmp_path):
     code = ("import sys, gymnasium as gym\n"
             "env = gym.make('interactcs_gym:FDS-Hard-v0')\n"
             "obs, info = env.reset(seed=0)\n"
