@@ -64,7 +64,7 @@ def test_llm_user_operates_its_device_tools_by_json():
         '{"name": "toggle_airplane_mode", "arguments": {}}',
         "I switched airplane mode off.",
     ])
-    env = make("telecom", backend, sampling={"temperature": 0.7}, max_retries=0)
+    env = make("telecom", backend, sampling={"temperature": 0.7, "top_p": 0.9}, max_reasks=0)
     env.reset(seed=1, options={"task": DATA_TASK})
     system = backend.requests[0][0][0]["content"]
     assert "Using your tools in this conversation" in system and '"name": "toggle_data"' in system
@@ -73,7 +73,7 @@ def test_llm_user_operates_its_device_tools_by_json():
     [call] = info["user_tool_calls"]
     assert call["name"] == "toggle_airplane_mode" and call["error"] is False
     messages, sampling = backend.requests[2]
-    assert sampling == {"temperature": 0.7, "seed": 1}
+    assert sampling == {"temperature": 0.7, "top_p": 0.9, "seed": 1}
     assert messages[-2] == {"role": "assistant",
                             "content": '{"name": "toggle_airplane_mode", "arguments": {}}'}
     assert messages[-1] == {"role": "user", "content": f"[tool result] {call['content']}"}
@@ -85,7 +85,7 @@ def test_bad_user_replies_are_asked_again_then_end_the_episode():
     backend = RecordingBackend(["", "Hello, my data is off.",
                                 '{"name": "format_disk", "arguments": {}}', "{oops", "",
                                 "ok"])
-    env = make("telecom", backend, max_retries=2)
+    env = make("telecom", backend, max_reasks=2)
     obs, _ = env.reset(seed=0, options={"task": DATA_TASK})
     assert obs == "Hello, my data is off."
     assert "was empty" in backend.requests[1][0][-1]["content"]
@@ -95,7 +95,7 @@ def test_bad_user_replies_are_asked_again_then_end_the_episode():
     assert trunc and not term and info["termination_reason"] == "user_error"
     assert "UserSimulatorError" in info["user_error"] and reward == 0.0
     assert info["tau2_metrics"]["pass"] == 0.0
-    assert backend.replies == ["ok"]  # bounded: 1 + max_retries tries per message
+    assert backend.replies == ["ok"]  # bounded: 1 + max_reasks tries per message
 
 
 def test_back_end_failures_end_the_episode_or_refuse_the_reset():
@@ -134,3 +134,9 @@ def test_scripted_user_defaults_to_the_reason_for_calling_then_stops():
         Tau2Env(domain="retail", user_simulator="scripted", user_simulator_kwargs={"model": "x"})
     with pytest.raises(ValueError, match="user_simulator must be one of"):
         Tau2Env(domain="retail", user_simulator="persona")
+
+
+def test_seedless_requests_for_servers_without_seeds():
+    backend = RecordingBackend(["hello"])
+    make("retail", backend, seed_requests=False).reset(seed=3)
+    assert backend.requests[0][1] == {"temperature": 0.0}

@@ -127,7 +127,7 @@ class Tau2Env(DialogueEnv):
     | ``split_file`` | None | own split file ``{split: [task ids]}`` |
     | ``db_path`` | None | own domain database (official data model), e.g. for airline |
     | ``user_simulator`` | ``"llm"`` | ``llm`` (chat back-end) or ``scripted`` |
-    | ``user_simulator_kwargs`` | None | ``llm``: ``backend`` (name, dict or ``ChatBackend``), ``base_url``, ``model``, ``api_key``, ``timeout`` (else ``INTERACTCS_USER_LLM_*`` / ``INTERACTCS_LLM_*`` env vars), ``sampling`` (default ``{"temperature": 0.0}``), ``max_retries`` (2); ``scripted``: ``script`` |
+    | ``user_simulator_kwargs`` | None | ``llm``: ``backend`` (name, dict or ``ChatBackend``), ``base_url``, ``model``, ``api_key``, ``timeout`` (else ``INTERACTCS_USER_LLM_*`` / ``INTERACTCS_LLM_*`` env vars), ``sampling`` (over ``{"temperature": 0.0}``), ``max_reasks`` (2), ``seed_requests`` (True), as for the FDS LLM simulator; ``scripted``: ``script`` |
     | ``max_steps`` | 200 | official step budget (τ²-bench's default) |
     | ``cost_weights`` | None | multiplier per cost kind, e.g. ``{"refund": 0.0}`` |
     | ``tools_in_prompt`` | True | put the action protocol and tool schemas in the system prompt |
@@ -207,7 +207,7 @@ class Tau2Env(DialogueEnv):
         if user_simulator == "scripted" and unknown:
             raise ValueError(f"scripted user: unknown user_simulator_kwargs {sorted(unknown)}; "
                              f"it takes only 'script'")
-        self._backend = self._make_backend() if user_simulator == "llm" else None
+        self._backend: Any = None  # the user's chat back-end, built at the first reset
         self._cursor = -1
         self._reset_seed: int | None = None
         self._episode: Any = None
@@ -278,8 +278,11 @@ class Tau2Env(DialogueEnv):
         return obs, info
 
     def close(self) -> None:
-        if self._backend is not None and "backend" not in self._user_kwargs:
-            self._backend.close()
+        from interactcs_gym.llm.base import ChatBackend
+
+        if self._backend is not None and not isinstance(self._user_kwargs.get("backend"),
+                                                        ChatBackend):
+            self._backend.close()  # built here, so closed here
         super().close()
 
     # ------------------------------------------------------------------ helpers
@@ -315,7 +318,7 @@ class Tau2Env(DialogueEnv):
 
         spec = self._user_kwargs.get("backend")
         kwargs = {k: v for k, v in self._user_kwargs.items()
-                  if k not in ("backend", "sampling", "max_retries")}
+                  if k not in ("backend", "sampling", "max_reasks", "seed_requests")}
         if isinstance(spec, ChatBackend) and not kwargs:
             return spec
         try:
@@ -333,9 +336,12 @@ class Tau2Env(DialogueEnv):
             script = options.get("user_script", self._user_kwargs.get("script"))
             return ScriptedUser(script=script, instructions=instructions)
         user_tools = environment.get_user_tools() if environment.user_tools is not None else None
+        if self._backend is None:
+            self._backend = self._make_backend()
         return LLMUser(self._backend, tools=user_tools, instructions=str(task.user_scenario),
                        sampling=self._user_kwargs.get("sampling"),
-                       max_retries=self._user_kwargs.get("max_retries", 2))
+                       max_reasks=self._user_kwargs.get("max_reasks", 2),
+                       seed_requests=self._user_kwargs.get("seed_requests", True))
 
     def _check_calls(self, parsed: Any) -> str | None:
         tools = {t.name: t for t in self._episode.agent.tools}

@@ -107,17 +107,22 @@ class LLMUser(UserSimulator):
     """The official τ²-bench user simulator, generating through a project chat back-end.
 
     ``backend``: an :class:`interactcs_gym.llm.ChatBackend`. ``sampling``: keyword arguments of
-    every ``chat`` call (τ²-bench's default user temperature is 0.0); the episode seed is added as
-    ``seed``. A reply that is empty or a malformed tool call is asked for again, at most
-    ``max_retries`` times (with a note saying what was wrong), then :class:`UserSimulatorError`.
+    every ``chat`` call, over τ²-bench's default ``{"temperature": 0.0}``; the episode seed is
+    added as ``seed`` unless ``seed_requests=False``. A reply that is empty or a malformed tool
+    call is asked for again, at most ``max_reasks`` times (with a note saying what was wrong),
+    then :class:`UserSimulatorError`. (The keyword names are those of the FDS LLM simulator.)
     """
 
     def __init__(self, backend: Any, *, tools: list[Any] | None = None, instructions: Any = None,
-                 sampling: dict[str, Any] | None = None, max_retries: int = 2) -> None:
+                 sampling: dict[str, Any] | None = None, max_reasks: int = 2,
+                 seed_requests: bool = True) -> None:
+        if max_reasks < 0:
+            raise ValueError("max_reasks must be >= 0")
         super().__init__(tools=tools, instructions=instructions, llm="interactcs-chat-backend",
-                         llm_args=dict(sampling or {"temperature": 0.0}))
+                         llm_args={"temperature": 0.0, **(sampling or {})})
         self.backend = backend
-        self.max_retries = int(max_retries)
+        self.max_reasks = int(max_reasks)
+        self.seed_requests = bool(seed_requests)
         self._tool_names = {t.name for t in tools or []}
         self._calls = 0
 
@@ -135,7 +140,7 @@ class LLMUser(UserSimulator):
         _append(state, message)
         chat = to_chat(state.system_messages + state.flip_roles())
         problem = None
-        for _ in range(self.max_retries + 1):
+        for _ in range(self.max_reasks + 1):
             attempt = chat if problem is None else chat + [{"role": "user", "content": problem}]
             reply = self.backend.chat(attempt, **self.llm_args)
             user_message, problem = self._read(reply)
@@ -143,7 +148,11 @@ class LLMUser(UserSimulator):
                 state.messages.append(user_message)
                 return user_message, state
         raise UserSimulatorError(f"the simulated user gave no valid message in "
-                                 f"{self.max_retries + 1} tries; last problem: {problem}")
+                                 f"{self.max_reasks + 1} tries; last problem: {problem}")
+
+    def set_seed(self, seed: int) -> None:
+        if self.seed_requests:
+            self.llm_args["seed"] = int(seed)
 
     def _read(self, reply: str) -> tuple[UserMessage | None, str | None]:
         text = strip_think(reply or "").strip()
