@@ -23,10 +23,16 @@ def _probe() -> str | None:
 MISSING = _probe()
 
 
+#: Mark of the test modules that need τ²-bench: skipped, with the reason, where it is missing.
+requires_tau2 = pytest.mark.skipif(
+    MISSING is not None,
+    reason=f"needs the official τ²-bench package: {MISSING} (README: 'τ²-bench adapters')")
+
+
 def need_tau2() -> None:
     """Skip the calling test when the official τ²-bench package is not usable here."""
     if MISSING is not None:
-        pytest.skip(f"τ²-bench not installed ({MISSING}); see README 'τ²-bench adapters'")
+        pytest.skip(f"needs the official τ²-bench package: {MISSING} (README: 'τ²-bench adapters')")
 
 
 # ---------------------------------------------------------------------------- airline

@@ -8,11 +8,11 @@ import json
 import gymnasium as gym
 import pytest
 from gymnasium.utils.env_checker import check_env
-from tau2_support import need_tau2, write_airline_world
+from tau2_support import need_tau2, requires_tau2, write_airline_world
 
 from interactcs_gym import INFO_KEYS
 
-pytestmark = pytest.mark.tau2
+pytestmark = [pytest.mark.tau2, requires_tau2]
 
 EXTRA_KEYS = ("tool_calls", "user_tool_calls", "step_count", "reward_info", "tau2_metrics",
               "db_hash", "user_error")

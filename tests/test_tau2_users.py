@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from tau2_support import need_tau2
+from tau2_support import need_tau2, requires_tau2
 
 from interactcs_gym.llm.base import ChatBackend, ChatBackendError
 
-pytestmark = pytest.mark.tau2
+pytestmark = [pytest.mark.tau2, requires_tau2]
 
 DATA_TASK = "[mobile_data_issue]airplane_mode_on|data_mode_off[PERSONA:None]"
 
@@ -36,6 +36,7 @@ def make(domain, backend, **kw):
 
 
 def test_llm_user_speaks_from_the_official_prompt_with_roles_flipped():
+    need_tau2()
     from tau2.user.user_simulator import get_global_user_sim_guidelines
 
     backend = RecordingBackend(["<think>be brief</think>I want to cancel an order.",
@@ -99,6 +100,7 @@ def test_bad_user_replies_are_asked_again_then_end_the_episode():
 
 
 def test_back_end_failures_end_the_episode_or_refuse_the_reset():
+    need_tau2()
     from interactcs_gym.tau2.users import UserSimulatorError
 
     env = make("retail", RecordingBackend(["hi", ChatBackendError("connection refused")]))
