@@ -299,6 +299,8 @@ def test_airline_certificates_and_refunds_are_the_cost(tmp_path):
                     cost_weights={"refund": 0.0, "certificate": 0.01})
     per_call, total = _costs_of_gold(weighted, "cancel_and_certificate")
     assert per_call == [("send_certificate", {"certificate": 1.0})] and total == 1.0
+    with pytest.raises(ValueError, match="retail has no cost kind.*certificate"):
+        make("retail", cost_weights={"certificate": 0.01})
 
 
 # ---------------------------------------------------------------------------- telecom

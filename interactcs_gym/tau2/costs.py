@@ -33,6 +33,11 @@ from typing import Any
 
 CostState = dict[str, Any]
 
+#: The cost kinds each domain can charge (keys of ``info["costs"]`` and of ``cost_weights``).
+COST_KINDS: dict[str, tuple[str, ...]] = {"airline": ("certificate", "refund"),
+                                          "retail": ("refund",), "telecom": (),
+                                          "telecom-workflow": (), "mock": ()}
+
 
 def _touched(calls: list[tuple[str, dict[str, Any]]], key: str) -> set[str]:
     return {str(args[key]) for _, args in calls if isinstance(args.get(key), (str, int))}

@@ -180,6 +180,10 @@ class Tau2Env(DialogueEnv):
                              f"{user_simulator!r}")
         if tool_role not in ("tool", "user"):
             raise ValueError(f"tool_role must be 'tool' or 'user', got {tool_role!r}")
+        unknown = set(cost_weights or {}) - set(cost_model.COST_KINDS[domain])
+        if unknown:
+            raise ValueError(f"cost_weights: τ² {domain} has no cost kind(s) {sorted(unknown)}; "
+                             f"its kinds are {list(cost_model.COST_KINDS[domain]) or 'none'}")
         if max_steps < 2:
             raise ValueError(f"max_steps must be >= 2, got {max_steps}")
         require_tau2()
