@@ -164,6 +164,9 @@ class Tau2Env(DialogueEnv):
     * v0: τ²-bench release v0.2.0 (Python >= 3.10); the official package is imported lazily.
     """
 
+    #: The evaluation CLI's metric family for these envs (Pass@1, Comm. rate, DB rate, ...).
+    metric_family = "interactcs_gym.tau2.metric_family:TAU2_METRICS"
+
     def __init__(self, domain: str = "retail", split: str = "base", task: int | str | None = None,
                  *, tasks: Any = None, split_file: str | None = None, db_path: str | None = None,
                  user_simulator: str = "llm", user_simulator_kwargs: dict[str, Any] | None = None,

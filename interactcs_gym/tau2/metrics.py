@@ -12,8 +12,8 @@ Per episode, from the official ``RewardInfo`` of its last step (``info["reward_i
 * ``action_reward``: the fraction of the task's gold actions found among the episode's tool calls
   (``action_checks``; 1.0 for a task without gold actions); ``actions_matched`` /
   ``actions_total`` are the counts. The paper's Table 2 "Action Reward" column is the *total*
-  number of matched gold actions over the benchmark; :func:`summarize` reports both that total
-  (``actions_matched``) and the mean fraction (``action_reward``).
+  number of matched gold actions over the benchmark; the evaluation CLI's τ² family
+  (:mod:`interactcs_gym.tau2.metric_family`) reports both that total and the mean fraction.
 
 An episode the official evaluator scores as premature (step limit reached, simulated user failed,
 evaluation failed) gets 0 on every part.
@@ -21,11 +21,7 @@ evaluation failed) gets 0 on every part.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
-
-import numpy as np
-
-METRIC_KEYS = ("pass", "communicate", "db", "action_reward")
+from typing import Any
 
 
 def episode_metrics(reward_info: dict[str, Any], n_gold_actions: int,
@@ -50,18 +46,3 @@ def episode_metrics(reward_info: dict[str, Any], n_gold_actions: int,
         "actions_matched": matched,
         "actions_total": total,
     }
-
-
-def summarize(per_episode: Iterable[dict[str, Any]]) -> dict[str, float]:
-    """Pass@1, communicate rate, DB rate, action reward (mean fraction) and the matched-action
-    total over episodes (each a dict of :func:`episode_metrics`). Rates are fractions in [0, 1]."""
-    rows = [r for r in per_episode if r]
-    if not rows:
-        return {}
-    out = {f"{key}": float(np.mean([r[key] for r in rows])) for key in METRIC_KEYS}
-    out = {"pass@1": out["pass"], "comm_rate": out["communicate"], "db_rate": out["db"],
-           "action_reward": out["action_reward"]}
-    out["actions_matched"] = float(sum(r["actions_matched"] for r in rows))
-    out["actions_total"] = float(sum(r["actions_total"] for r in rows))
-    out["episodes"] = float(len(rows))
-    return out
