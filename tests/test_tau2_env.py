@@ -84,6 +84,17 @@ def test_step_info_tool_results_and_user_replies(retail):
     assert info["tool_calls"] == [] and info["step_count"] == 5
 
 
+def test_several_tool_calls_in_one_turn(retail):
+    retail.reset(seed=0)
+    obs, *_, info = retail.step(
+        '[{"name": "find_user_id_by_email", "arguments": {"email": "noah.brown7922@example.com"}},'
+        ' {"name": "get_user_details", "arguments": {"user_id": "no_such_user"}}]')
+    first, second = obs.split("\n")
+    assert first == "[find_user_id_by_email] noah_brown_6181"
+    assert second == "[get_user_details] Error: User not found"
+    assert [c["error"] for c in info["tool_calls"]] == [False, True] and info["format_ok"]
+
+
 def test_tool_results_as_user_messages_for_strict_servers():
     env = make(tool_role="user")
     env.reset(seed=0)
@@ -227,7 +238,7 @@ def test_agent_stop_by_token_and_by_done_tool(retail):
         obs, reward, term, trunc, info = retail.step(stop)
         assert term and not trunc and info["termination_reason"] == "agent_stop"
         assert info["reward_info"]["reward"] == reward == 0.0
-        assert info["messages"][-1] == {"role": "tool", "content": obs}
+        assert obs == "(the conversation ended)" and info["messages"][-1] == {"role": "tool", "content": obs}
 
 
 def test_user_stop_transfer_and_out_of_scope(retail):

@@ -26,6 +26,7 @@ To end the conversation, say {STOP_TOKEN} or call the `{STOP_TOOL}` tool.
 
 USER_SIMULATORS = ("llm", "scripted")
 TOOL_PREFIX = "[tool]"
+ENDED = "(the conversation ended)"
 
 
 class Tau2Env(DialogueEnv):
@@ -251,7 +252,7 @@ class Tau2Env(DialogueEnv):
                                      f"task {task.id!r}: {self._episode.user_error}")
         chat = [self._env_role(_to_chat(m)) for m in self._episode.trajectory() if _agent_sees(m)]
         self._prefix = chat[:-1]
-        last = chat[-1] if chat else {"role": "tool", "content": "(the conversation ended)"}
+        last = chat[-1] if chat else {"role": "tool", "content": ENDED}
         extra = {"tools": self._tools, "policy": self._policy, **self._extra_info(messages, {})}
         if self._episode.done:  # a task whose history already ends the dialogue
             extra.update(self._final_info(task))
@@ -377,17 +378,18 @@ class Tau2Env(DialogueEnv):
 
     def _outcome(self, new: list[Any], costs: dict[str, float], *, format_ok: bool,
                  format_error: str | None, notice: str | None = None) -> StepOutcome:
+        from interactcs_gym.tau2.episode import visible_to_agent
+
         episode = self._episode
-        seen = [_to_chat(m) for m in new if _agent_sees(m)]
+        replies = [m for m in new if visible_to_agent(m)]  # user text or results of the calls
         if notice is not None:
             role, observation = "tool", notice
-        elif seen and seen[-1]["role"] == "user":
-            role, observation = "user", seen[-1]["content"]
-        elif seen:
-            tool_msgs = [m for m in new if _agent_sees(m) and m.role == "tool"]
-            role, observation = "tool", _tool_observation(tool_msgs, new)
-        else:
-            role, observation = "tool", "(the conversation ended)"
+        elif replies and replies[-1].role == "user":
+            role, observation = "user", replies[-1].content or ""
+        elif replies:
+            role, observation = "tool", _tool_observation(replies, new)
+        else:  # the agent ended the conversation, or the step budget ran out at its message
+            role, observation = "tool", ENDED
         extra = self._extra_info(new, costs)
         reward, reason = 0.0, None
         terminated = truncated = False
@@ -395,7 +397,7 @@ class Tau2Env(DialogueEnv):
             task = self.tasks[self._task_info["index"]]
             extra.update(self._final_info(task))
             reward = float(extra["reward_info"]["reward"])
-            reason = self._termination_reason(seen)
+            reason = self._termination_reason(replies)
             truncated = reason in ("max_steps", "user_error")
             terminated = not truncated
         message = self._env_role({"role": role, "content": observation})
@@ -413,17 +415,18 @@ class Tau2Env(DialogueEnv):
             return message
         return {"role": self.tool_role, "content": f"{TOOL_PREFIX} {message['content']}"}
 
-    def _termination_reason(self, seen: list[dict[str, str]]) -> str:
+    def _termination_reason(self, replies: list[Any]) -> str:
         from tau2.user.base import OUT_OF_SCOPE, TRANSFER
 
         episode = self._episode
         if episode.user_error is not None:
             return "user_error"
         reason = getattr(episode.termination, "value", str(episode.termination))
-        if reason == "user_stop" and seen:
-            if TRANSFER in seen[-1]["content"]:
+        last = replies[-1].content or "" if replies else ""
+        if reason == "user_stop":
+            if TRANSFER in last:
                 return "transfer"
-            if OUT_OF_SCOPE in seen[-1]["content"]:
+            if OUT_OF_SCOPE in last:
                 return "out_of_scope"
         return reason
 
