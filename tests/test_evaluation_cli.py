@@ -260,3 +260,22 @@ def test_config_file_sets_defaults_and_flags_override(tmp_path):
     cfg.write_text("bogus: 1\n")
     with pytest.raises(SystemExit):
         main(["--config", str(cfg)])
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_with_status_130_and_resumes(tmp_path):
+    args = ["--env", TOY, "--env-kwargs", '{"delay": 0.05}', "--agent", AGENT, "--users", 4,
+            "--seeds", 2, "--no-progress", "--out", tmp_path / "int.jsonl"]
+    out = tmp_path / "int.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "interactcs_gym.evaluate", *map(str, args)],
+                            cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (out.exists() and out.read_text().count('"episode"') >= 2):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "rerun the same command to resume" in err
+    result = read_results(out)
+    assert result.truncated_tail is None and 2 <= len(result.episodes()) < 8
+    assert run_cli(*args).returncode == 0 and len(episodes(out)) == 8
