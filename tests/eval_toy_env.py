@@ -137,6 +137,24 @@ class FlakyAgent(ToyAgent):
         return super().act(observation, info)
 
 
+class SlowAgent(Agent):
+    """Another agent (``inner``: a short name or module:Class), slowed down by ``delay`` seconds per
+    turn, so that a test can kill a run half-way; its turns are exactly the inner agent's."""
+
+    def __init__(self, inner: str = "sop", delay: float = 0.02, **inner_kwargs) -> None:
+        from interactcs_gym.agents import load_agent
+
+        self.inner = load_agent(inner, **inner_kwargs)
+        self.delay = delay
+
+    def reset(self, *, seed=None):
+        self.inner.reset(seed=seed)
+
+    def act(self, observation, info):
+        time.sleep(self.delay)
+        return self.inner.act(observation, info)
+
+
 class HeuristicLengthJudge:
     """A DialogueQualityJudge stand-in scoring by reply count (heuristic, deterministic)."""
 

@@ -279,3 +279,9 @@ def test_ctrl_c_stops_cleanly_with_status_130_and_resumes(tmp_path):
     result = read_results(out)
     assert result.truncated_tail is None and 2 <= len(result.episodes()) < 8
     assert run_cli(*args).returncode == 0 and len(episodes(out)) == 8
+
+
+def test_unknown_metric_family_is_a_clear_error(tmp_path, capsys):
+    assert main(["--env", TOY, "--agent", AGENT, "--metric-family", "nope", "--users", 1,
+                 "--seeds", 1, "--out", str(tmp_path / "m.jsonl")]) == 1
+    assert "unknown metric family 'nope'" in capsys.readouterr().err

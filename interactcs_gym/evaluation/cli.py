@@ -157,6 +157,9 @@ def run_main(argv: Sequence[str]) -> int:
     except (EvaluationError, ResultsFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted before the first episode", file=sys.stderr)
+        return 130
     if result.report_markdown and not args.quiet:
         print(result.report_markdown)
     errors = result.counts.get("agent_error", 0) + result.counts.get("env_error", 0)

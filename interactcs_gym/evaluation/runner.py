@@ -30,7 +30,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from interactcs_gym.evaluation.metrics import (STATUS_AGENT_ERROR, STATUS_ENV_ERROR, STATUS_OK,
-                                               MetricFamily, family_spec_for_env, resolve_family)
+                                               MetricFamily, family_spec_for_env,
+                                               register_metric_family, resolve_family)
 from interactcs_gym.evaluation.redact import Scrubber, redact_kwargs
 from interactcs_gym.evaluation.store import (SCHEMA_VERSION, ResultsFileError, ResultsStore,
                                              latest_by_key, utc_now)
@@ -390,9 +391,14 @@ def evaluate(env_id: str, agent: Any, *, users: int, seeds: int, out: str | Path
     scrub = Scrubber(secrets)
     config_hash = config.config_hash()
     try:
-        family_spec = (metric_family.name if isinstance(metric_family, MetricFamily) else metric_family) \
-            or family_spec_for_env(env_id, env)
-        family = resolve_family(metric_family or family_spec)
+        if isinstance(metric_family, MetricFamily):
+            register_metric_family(metric_family)  # so that the recorded name resolves
+            metric_family = metric_family.name
+        try:
+            family_spec = metric_family or family_spec_for_env(env_id, env)
+            family = resolve_family(family_spec)
+        except (ValueError, TypeError) as exc:
+            raise EvaluationError(str(exc)) from exc
         use_user_index = probe_user_selection(env, users, base_seed)
         if not use_user_index:  # a fresh env: gymnasium's env checker breaks after a failed reset
             env.close()
