@@ -60,6 +60,11 @@ def test_mean_std_over_seeds_is_the_std_of_per_seed_means():
     assert (agg.mean, agg.std, agg.n, agg.seeds) == (3.0, 1.0, 5, 2)
     assert mean_std_over_seeds([(0, None)]).mean is None
     assert mean_std_over_seeds([(0, 2.5)]).std == 0.0
+    # reduce="sum" (totals such as matched gold actions): seed 0 sums to 6, seed 1 to 8 -> 7 +- 1
+    agg = mean_std_over_seeds([(0, 1), (0, 2), (0, 3), (1, 4), (1, 4)], reduce="sum")
+    assert (agg.mean, agg.std) == (7.0, 1.0)
+    with pytest.raises(ValueError, match="reduce"):
+        Metric("x", "X", reduce="max")
 
 
 def test_fds_table1_metrics_by_hand(tmp_path):

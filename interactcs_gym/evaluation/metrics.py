@@ -46,6 +46,8 @@ class Metric:
     ``percent``: per-episode values are fractions in [0, 1] and the column shows them x100.
     ``judged``: the value comes from the dialogue-quality judge (n/a until one is configured;
     labelled "heuristic" when the judge is).
+    ``reduce``: how a seed's episodes combine, ``"mean"`` (rates, scores) or ``"sum"`` (totals,
+    e.g. τ²'s matched gold actions, which the paper reports as a count over the benchmark).
     """
 
     key: str
@@ -54,6 +56,11 @@ class Metric:
     digits: int = 2
     judged: bool = False
     help: str = ""
+    reduce: str = "mean"
+
+    def __post_init__(self) -> None:
+        if self.reduce not in ("mean", "sum"):
+            raise ValueError(f"Metric {self.key!r}: reduce must be 'mean' or 'sum', got {self.reduce!r}")
 
 
 @dataclass
@@ -269,10 +276,11 @@ class Aggregate:
         return f"{self.mean * scale:.{metric.digits}f} ± {self.std * scale:.{metric.digits}f}"
 
 
-def mean_std_over_seeds(values: Iterable[tuple[int, float | None]]) -> Aggregate:
+def mean_std_over_seeds(values: Iterable[tuple[int, float | None]], reduce: str = "mean") -> Aggregate:
     """Aggregate ``(seed_index, value)`` pairs as the paper reports a metric over S seeds.
 
-    For each seed s:  m_s = mean over the users u of x_{u,s}  (``None`` values left out);
+    For each seed s:  m_s = mean over the users u of x_{u,s}  (``None`` values left out; with
+    ``reduce="sum"``, m_s = the sum over the users);
     then  mean = (1/S') sum_s m_s  and  std = sqrt((1/S') sum_s (m_s - mean)^2)  over the S' seeds
     that have at least one value (population standard deviation, numpy's default ``ddof=0``).
     """
@@ -285,7 +293,7 @@ def mean_std_over_seeds(values: Iterable[tuple[int, float | None]]) -> Aggregate
         n += 1
     if not by_seed:
         return Aggregate(None, None, 0, 0)
-    seed_means = [sum(v) / len(v) for _, v in sorted(by_seed.items())]
+    seed_means = [sum(v) / (len(v) if reduce == "mean" else 1) for _, v in sorted(by_seed.items())]
     mean = sum(seed_means) / len(seed_means)
     std = math.sqrt(sum((m - mean) ** 2 for m in seed_means) / len(seed_means))
     return Aggregate(mean, std, n, len(seed_means))
@@ -301,4 +309,5 @@ def summarize_episodes(family: MetricFamily,
         values = family.episode_values(record)
         for key in columns:
             columns[key].append((int(record["seed_index"]), values.get(key)))
-    return {key: mean_std_over_seeds(pairs) for key, pairs in columns.items()}
+    reduce = {m.key: m.reduce for m in family.metrics}
+    return {key: mean_std_over_seeds(pairs, reduce[key]) for key, pairs in columns.items()}
