@@ -37,12 +37,21 @@ def test_sop_on_fds_hard_records_table1_fields(tmp_path):
         assert e["final_reward"] == pytest.approx((e["final_info"]["satisfaction"] - 1) / 4)
     header = "| Run | Env | Agent | Users × Seeds | Sat | FR (%) | Comm | Logic | V-Rate (%)"
     assert header in proc.stdout and "n/a" in proc.stdout
-    # the same user index is the same user on every seed
-    personas = {}
+    # user index u is the same test user on every seed
+    users = {}
     for e in eps:
-        personas.setdefault(e["user_index"], set()).add(repr(e["final_info"]["task"].get("persona_id",
-                                                          e["final_info"]["task"].get("persona"))))
-    assert all(len(v) == 1 for v in personas.values())
+        assert e["final_info"]["task"]["user_index"] == e["user_index"]
+        users.setdefault(e["user_index"], set()).add(e["final_info"]["task"]["user_id"])
+    assert all(len(v) == 1 for v in users.values()) and len(set().union(*users.values())) == USERS
+
+
+def test_more_users_than_the_test_split_fails_fast(tmp_path, capsys):
+    from interactcs_gym.evaluation.cli import main
+
+    assert main(["--env", "FDS-Hard-v0", "--agent", "sop", "--users", "81", "--seeds", "1",
+                 "--out", str(tmp_path / "x.jsonl")]) == 1
+    assert "takes user_index 0 but not 80" in capsys.readouterr().err
+    assert not (tmp_path / "x.jsonl").exists()
 
 
 @pytest.mark.slow
