@@ -285,3 +285,22 @@ def test_unknown_metric_family_is_a_clear_error(tmp_path, capsys):
     assert main(["--env", TOY, "--agent", AGENT, "--metric-family", "nope", "--users", 1,
                  "--seeds", 1, "--out", str(tmp_path / "m.jsonl")]) == 1
     assert "unknown metric family 'nope'" in capsys.readouterr().err
+
+
+def test_quality_judge_by_name_goes_through_the_judges_factory(tmp_path, capsys):
+    import interactcs_gym.judges as judges
+
+    out = tmp_path / "h.jsonl"
+    rc = main(["--env", TOY, "--agent", AGENT, "--users", 2, "--seeds", 1, "--out", str(out),
+               "--quality-judge", "heuristic", "--no-progress"])
+    captured = capsys.readouterr()
+    if not hasattr(judges, "make_quality_judge"):  # the judges package of this checkout has none yet
+        assert rc == 1 and "no interactcs_gym.judges.make_quality_judge" in captured.err
+        return
+    assert rc == 0, captured.err
+    quality = episodes(out)[0]["quality"]
+    assert quality["heuristic"] is True and 0 <= quality["comm_total"] <= 28
+    assert "(heuristic)" in captured.out
+    assert main(["--env", TOY, "--agent", AGENT, "--out", str(tmp_path / "u.jsonl"),
+                 "--quality-judge", "no-such-judge"]) == 1
+    assert "no-such-judge" in capsys.readouterr().err

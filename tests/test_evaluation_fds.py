@@ -94,3 +94,26 @@ def test_fixed_voucher_policies_have_v_rate_0_and_100(tmp_path):
                           out=tmp_path / f"{agent}.jsonl", progress=False)
         rates[agent] = result.records and load_runs([result.out])[0].metrics["v_rate"]
     assert rates["never-voucher"].mean == 0.0 and rates["always-voucher"].mean == 1.0
+
+
+def test_episodes_follow_the_documented_seeds(tmp_path):
+    """Episode (u, s) is reset(seed=s, options={"user_index": u}) with the agent reset by
+    seed s * 100003 + u: replaying that by hand gives the recorded dialogue, word for word."""
+    import gymnasium as gym
+
+    from interactcs_gym.agents import load_agent
+
+    result = evaluate("FDS-Hard-v0", "random", users=3, seeds=2, out=tmp_path / "r.jsonl",
+                      progress=False)
+    env, agent = gym.make("FDS-Hard-v0"), load_agent("random")
+    for record in result.records:
+        u, s = record["user_index"], record["seed_index"]
+        agent.reset(seed=s * 100_003 + u)
+        obs, info = env.reset(seed=s, options={"user_index": u})
+        done = False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(agent.act(obs, info))
+            done = terminated or truncated
+        assert (record["seed"], record["agent_seed"]) == (s, s * 100_003 + u)
+        assert record["messages"] == info["messages"]
+        assert record["final_info"]["satisfaction"] == info["satisfaction"]

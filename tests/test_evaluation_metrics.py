@@ -13,7 +13,7 @@ from interactcs_gym.evaluation.metrics import (FDS_METRICS, GENERIC_METRICS, Met
 from interactcs_gym.evaluation.plots import pareto_front, pareto_plot
 from interactcs_gym.evaluation.redact import REDACTED, Scrubber, redact_kwargs
 from interactcs_gym.evaluation.report import load_runs, markdown_report
-from interactcs_gym.evaluation.runner import EvalConfig, episode_seed
+from interactcs_gym.evaluation.runner import EvalConfig, episode_seeds
 from interactcs_gym.evaluation.store import ResultsFileError, ResultsStore, read_results
 
 
@@ -183,10 +183,17 @@ def test_redaction_of_kwargs_and_scrubbing_of_records(monkeypatch):
 
 
 def test_episode_seeds_are_reproducible_and_distinct():
-    seeds = {(u, s): episode_seed(0, u, s) for u in range(80) for s in range(3)}
-    assert len(set(seeds.values())) == 240
-    assert episode_seed(0, 5, 2) == seeds[(5, 2)] and episode_seed(1, 5, 2) != seeds[(5, 2)]
-    assert all(0 <= v < 2**32 for v in seeds.values())
+    # the env picks user u: env seed base + s, agent seed (base + s) * 100003 + u
+    assert episode_seeds(0, 7, 2) == (2, 2 * 100_003 + 7)
+    assert episode_seeds(10, 0, 1) == (11, 11 * 100_003)
+    agent_seeds = {episode_seeds(0, u, s)[1] for u in range(80) for s in range(3)}
+    assert len(agent_seeds) == 240
+    # the seed picks the user: one SeedSequence word, distinct per (u, s), used for both
+    seeds = {(u, s): episode_seeds(0, u, s, by_user_index=False) for u in range(80) for s in range(3)}
+    assert len({env for env, _ in seeds.values()}) == 240
+    assert all(env == agent and 0 <= env < 2**32 for env, agent in seeds.values())
+    assert episode_seeds(0, 5, 2, by_user_index=False) == seeds[(5, 2)]
+    assert episode_seeds(1, 5, 2, by_user_index=False) != seeds[(5, 2)]
 
 
 class _Env:

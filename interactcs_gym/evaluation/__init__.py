@@ -12,8 +12,8 @@ every episode in a resumable JSONL results file, report the paper's metrics as M
 from interactcs_gym.evaluation.metrics import (FDS_METRICS, GENERIC_METRICS, Metric, MetricFamily,
                                                mean_std_over_seeds, register_metric_family)
 from interactcs_gym.evaluation.runner import (EvalConfig, EvaluationError, EvaluationResult,
-                                              episode_seed, evaluate, run_episode)
+                                              episode_seeds, evaluate, run_episode)
 
-__all__ = ["evaluate", "run_episode", "episode_seed", "EvalConfig", "EvaluationError",
+__all__ = ["evaluate", "run_episode", "episode_seeds", "EvalConfig", "EvaluationError",
            "EvaluationResult", "Metric", "MetricFamily", "FDS_METRICS", "GENERIC_METRICS",
            "mean_std_over_seeds", "register_metric_family"]

@@ -73,7 +73,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--users", type=positive_int, default=80, help="users 0..N-1 (episode key)")
     p.add_argument("--seeds", type=positive_int, default=3, help="seed indices 0..S-1 per user")
     p.add_argument("--base-seed", type=int, default=0,
-                   help="episode (u, s) runs with seed SeedSequence(base_seed, spawn_key=(u, s))")
+                   help="episode (u, s): env.reset(seed=base_seed + s, options={'user_index': u}), "
+                        "agent.reset(seed=(base_seed + s) * 100003 + u); for envs without "
+                        "user_index both seeds are SeedSequence(base_seed, spawn_key=(u, s))")
     p.add_argument("--out", type=Path, default=None,
                    help="JSONL results file (resumed if it exists); default results/<agent>-<env>.jsonl")
     p.add_argument("--quality-judge", default=None,

@@ -3,13 +3,15 @@
 Episode keys and seeds (reproducible, independent of N, S and of the order episodes run in):
 
 * the key of an episode is ``(user_index u, seed_index s)`` with ``u`` in ``0..N-1`` and ``s`` in
-  ``0..S-1``;
-* its seed is ``episode_seed(base_seed, u, s)``: the first 32-bit word of
-  ``numpy.random.SeedSequence(base_seed, spawn_key=(u, s))``; the env is reset with
-  ``env.reset(seed=seed, options={"user_index": u})`` and the agent with ``agent.reset(seed=seed)``;
-* envs that do not take ``options={"user_index": u}`` (the first reset with it raises while a plain
-  reset works) are reset with ``env.reset(seed=seed)`` alone; the distinct seeds then draw the
-  users. Which way was used is recorded in every episode (``user_selection``).
+  ``0..S-1``; :func:`episode_seeds` gives its env and agent seeds;
+* an env that takes ``options={"user_index": u}`` (FDS: test user u) is reset with
+  ``env.reset(seed=base_seed + s, options={"user_index": u})`` and the agent with
+  ``agent.reset(seed=(base_seed + s) * 100003 + u)``: the convention of
+  ``benchmarks/fds_reference_agents.py``, so the CLI reproduces the README's reference table;
+* an env that does not (the first reset with the option raises while a plain reset works) is reset
+  with ``env.reset(seed=x)`` and the agent with ``agent.reset(seed=x)``, where ``x`` is the first
+  32-bit word of ``numpy.random.SeedSequence(base_seed, spawn_key=(u, s))``: distinct seeds then
+  draw distinct users. Which way was used is recorded in every episode (``user_selection``).
 
 Because every episode is reseeded, a run killed half-way and resumed gives exactly the records (and
 metrics) an uninterrupted run gives, whatever order the episodes ran in.
@@ -36,6 +38,8 @@ from interactcs_gym.evaluation.redact import Scrubber, redact_kwargs
 from interactcs_gym.evaluation.store import (SCHEMA_VERSION, ResultsFileError, ResultsStore,
                                              latest_by_key, utc_now)
 
+#: Agent seed of episode (u, s) when the env selects users: (base_seed + s) * stride + u.
+AGENT_SEED_STRIDE = 100_003
 #: Safety bound on env steps per episode, for envs that never end on their own.
 DEFAULT_MAX_STEPS = 1000
 _TRACEBACK_CHARS = 4000
@@ -45,10 +49,19 @@ class EvaluationError(RuntimeError):
     """A bad input (env id, agent, kwargs, results file) reported to the user in one message."""
 
 
-def episode_seed(base_seed: int, user_index: int, seed_index: int) -> int:
-    """Seed of episode (u, s): ``SeedSequence(base_seed, spawn_key=(u, s)).generate_state(1)[0]``."""
+def episode_seeds(base_seed: int, user_index: int, seed_index: int, *,
+                  by_user_index: bool = True) -> tuple[int, int]:
+    """``(env seed, agent seed)`` of episode (u, s); see the module docstring.
+
+    ``by_user_index``: env seed = base_seed + s, agent seed = env seed * 100003 + u.
+    Otherwise both are ``SeedSequence(base_seed, spawn_key=(u, s)).generate_state(1)[0]``.
+    """
+    if by_user_index:
+        env_seed = int(base_seed) + int(seed_index)
+        return env_seed, env_seed * AGENT_SEED_STRIDE + int(user_index)
     seq = np.random.SeedSequence(int(base_seed), spawn_key=(int(user_index), int(seed_index)))
-    return int(seq.generate_state(1, dtype=np.uint32)[0])
+    seed = int(seq.generate_state(1, dtype=np.uint32)[0])
+    return seed, seed
 
 
 # ---------------------------------------------------------------------------- config
@@ -120,7 +133,7 @@ def score_quality(judge: Any, messages: list[dict[str, str]],
 
 
 def run_episode(env: Any, agent: Any, *, user_index: int, seed_index: int, seed: int,
-                use_user_index: bool = True, quality_judge: Any = None,
+                agent_seed: int | None = None, use_user_index: bool = True, quality_judge: Any = None,
                 max_steps: int = DEFAULT_MAX_STEPS) -> dict[str, Any]:
     """Play one episode and return its record (without the run-level fields).
 
@@ -144,7 +157,7 @@ def run_episode(env: Any, agent: Any, *, user_index: int, seed_index: int, seed:
         status, error = STATUS_ENV_ERROR, _error(exc, "reset", 0)
     if status == STATUS_OK:
         try:
-            _reset_agent(agent, seed)
+            _reset_agent(agent, seed if agent_seed is None else agent_seed)
         except Exception as exc:
             status, error = STATUS_AGENT_ERROR, _error(exc, "agent.reset", 0)
 
@@ -197,6 +210,7 @@ def run_episode(env: Any, agent: Any, *, user_index: int, seed_index: int, seed:
         "user_index": int(user_index),
         "seed_index": int(seed_index),
         "seed": int(seed),
+        "agent_seed": int(seed if agent_seed is None else agent_seed),
         "user_selection": "options" if use_user_index else "seed",
         "status": status,
         "error": error,
@@ -296,7 +310,7 @@ def probe_user_selection(env: Any, users: int, base_seed: int) -> bool:
         if users > num_users:
             raise EvaluationError(f"--users {users} but the env has {num_users} users")
         return True
-    seed = episode_seed(base_seed, 0, 0)
+    seed = int(base_seed)
     try:
         env.reset(seed=seed, options={"user_index": 0})
     except Exception as exc:
@@ -430,9 +444,10 @@ def evaluate(env_id: str, agent: Any, *, users: int, seeds: int, out: str | Path
                        desc=f"{agent_spec} on {env_id}", disable=not progress, dynamic_ncols=True)
             try:
                 for u, s in todo:
-                    record = run_episode(env, agent_obj, user_index=u, seed_index=s,
-                                         seed=episode_seed(base_seed, u, s),
-                                         use_user_index=use_user_index, quality_judge=judge,
+                    env_seed, agent_seed = episode_seeds(base_seed, u, s, by_user_index=use_user_index)
+                    record = run_episode(env, agent_obj, user_index=u, seed_index=s, seed=env_seed,
+                                         agent_seed=agent_seed, use_user_index=use_user_index,
+                                         quality_judge=judge,
                                          max_steps=max_steps)
                     record = {"record": "episode", "schema": SCHEMA_VERSION,
                               "config_hash": config_hash, "env_id": env_id, "agent": agent_spec,
