@@ -137,6 +137,26 @@ class FlakyAgent(ToyAgent):
         return super().act(observation, info)
 
 
+class BackendAgent(ToyAgent):
+    """Fails while the environment variable ``EVAL_TOY_BACKEND_DOWN`` is set (a back-end outage)."""
+
+    def act(self, observation, info):
+        import os
+
+        if os.environ.get("EVAL_TOY_BACKEND_DOWN"):
+            raise ConnectionError("back-end unreachable")
+        return super().act(observation, info)
+
+
+class BrokenJudge:
+    """A quality judge whose back-end always fails."""
+
+    heuristic = False
+
+    def score_dialogue(self, messages, scenario=None):
+        raise TimeoutError("judge back-end timed out")
+
+
 class SlowAgent(Agent):
     """Another agent (``inner``: a short name or module:Class), slowed down by ``delay`` seconds per
     turn, so that a test can kill a run half-way; its turns are exactly the inner agent's."""

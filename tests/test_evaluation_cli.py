@@ -60,7 +60,7 @@ def test_cli_runs_writes_results_and_report_and_resumes_without_repeating(tmp_pa
     proc = run_cli("--env", TOY, "--agent", AGENT, "--users", 3, "--seeds", 2, "--out", out)
     assert proc.returncode == 0, proc.stderr
     assert "| Run | Env | Agent | Users × Seeds | Sat | FR (%) | Comm | Logic | V-Rate (%)" in proc.stdout
-    assert "episode/s" in proc.stderr or "episode" in proc.stderr  # the progress bar / summary
+    assert "6/6 [" in proc.stderr and "episode/s]" in proc.stderr  # the tqdm progress bar
     eps = episodes(out)
     assert len(eps) == 6 and len({(e["user_index"], e["seed_index"]) for e in eps}) == 6
     first = eps[0]
@@ -304,3 +304,29 @@ def test_quality_judge_by_name_goes_through_the_judges_factory(tmp_path, capsys)
     assert main(["--env", TOY, "--agent", AGENT, "--out", str(tmp_path / "u.jsonl"),
                  "--quality-judge", "no-such-judge"]) == 1
     assert "no-such-judge" in capsys.readouterr().err
+
+
+def test_retry_errors_replays_failed_episodes_and_supersedes_them(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "retry.jsonl"
+    base = ["--env", TOY, "--agent", "eval_toy_env:BackendAgent", "--users", 3, "--seeds", 1,
+            "--out", str(out), "--no-progress", "--quiet"]
+    monkeypatch.setenv("EVAL_TOY_BACKEND_DOWN", "1")
+    assert main(base) == 0
+    assert {e["status"] for e in episodes(out)} == {"agent_error"}
+    monkeypatch.delenv("EVAL_TOY_BACKEND_DOWN")
+    assert main(base) == 0 and "ran 0, already recorded 3" in capsys.readouterr().err  # no retry
+    assert main([*base, "--retry-errors"]) == 0
+    assert len(episodes(out)) == 6  # the failed lines stay in the file ...
+    [run] = load_runs([out])        # ... and the retried ones supersede them
+    assert run.episodes == 3 and run.counts["ok"] == 3 and run.counts["agent_error"] == 0
+    assert main([*base, "--retry-errors"]) == 0 and len(episodes(out)) == 6  # nothing left to retry
+
+
+def test_a_failing_quality_judge_is_recorded_not_fatal(tmp_path, capsys):
+    out = tmp_path / "bj.jsonl"
+    assert main(["--env", TOY, "--agent", AGENT, "--users", 2, "--seeds", 1, "--out", str(out),
+                 "--quality-judge", "eval_toy_env:BrokenJudge", "--no-progress"]) == 0
+    quality = episodes(out)[0]["quality"]
+    assert quality["error"] == "TimeoutError: judge back-end timed out"
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| bj "))
+    assert "2 judge" in row and "n/a" in row

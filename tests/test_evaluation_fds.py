@@ -92,7 +92,9 @@ def test_fixed_voucher_policies_have_v_rate_0_and_100(tmp_path):
     for agent in ("never-voucher", "always-voucher"):
         result = evaluate("FDS-Hard-v0", agent, users=USERS, seeds=SEEDS,
                           out=tmp_path / f"{agent}.jsonl", progress=False)
-        rates[agent] = result.records and load_runs([result.out])[0].metrics["v_rate"]
+        assert len(result.records) == USERS * SEEDS
+        [run] = load_runs([result.out])
+        rates[agent] = run.metrics["v_rate"]
     assert rates["never-voucher"].mean == 0.0 and rates["always-voucher"].mean == 1.0
 
 
