@@ -4,6 +4,7 @@ evaluation CLI's τ² metric family."""
 from __future__ import annotations
 
 import pytest
+from tau2_support import requires_tau2
 
 from interactcs_gym.tau2.metrics import episode_metrics
 
@@ -42,7 +43,7 @@ def test_metric_family_of_the_evaluation_cli():
     if not hasattr(evaluation, "summarize_episodes"):
         pytest.skip("the evaluation CLI's metric families are not here yet")
     from interactcs_gym.tau2.env import Tau2Env
-    from interactcs_gym.tau2.metric_family import TAU2_METRICS
+    from interactcs_gym.tau2.metrics import TAU2_METRICS
 
     assert evaluation.resolve_family(Tau2Env.metric_family) is TAU2_METRICS
 
@@ -60,3 +61,22 @@ def test_metric_family_of_the_evaluation_cli():
     assert summary["actions_matched"].mean == pytest.approx((3 + 2) / 2)  # summed per seed
     assert summary["action_reward"].mean == pytest.approx((0.75 + 0.5) / 2)
     assert summary["cost"].mean == pytest.approx((50.0 + 0.0) / 2)
+
+
+@requires_tau2
+def test_evaluation_cli_on_a_tau2_id(tmp_path, capsys):
+    """The CLI end to end, offline (random agent, scripted user): the τ² columns."""
+    import json
+
+    from interactcs_gym.evaluation.cli import main
+
+    out = tmp_path / "tau2.jsonl"
+    assert main(["--env", "Tau2-Retail-v0", "--env-kwargs", '{"user_simulator": "scripted"}',
+                 "--agent", "random", "--users", "3", "--seeds", "1", "--out", str(out),
+                 "--no-progress"]) == 0
+    report = capsys.readouterr().out
+    assert "| Pass@1 (%) | Comm. rate (%) | DB rate (%) | Action reward | Actions matched |" in report
+    episodes = [r for r in map(json.loads, out.read_text().splitlines()) if r["record"] == "episode"]
+    assert [e["final_info"]["task"]["task_id"] for e in episodes] == ["0", "1", "2"]
+    assert all(e["metric_family"] == "interactcs_gym.tau2.metrics:TAU2_METRICS" for e in episodes)
+    assert all(e["final_info"]["tau2_metrics"]["pass"] == 0.0 for e in episodes)

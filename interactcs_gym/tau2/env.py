@@ -166,7 +166,7 @@ class Tau2Env(DialogueEnv):
     """
 
     #: The evaluation CLI's metric family for these envs (Pass@1, Comm. rate, DB rate, ...).
-    metric_family = "interactcs_gym.tau2.metric_family:TAU2_METRICS"
+    metric_family = "interactcs_gym.tau2.metrics:TAU2_METRICS"
 
     def __init__(self, domain: str = "retail", split: str = "base", task: int | str | None = None,
                  *, tasks: Any = None, split_file: str | None = None, db_path: str | None = None,
