@@ -57,11 +57,11 @@ class ScriptedUser(BaseUser):
     def __init__(self, script: list[ScriptItem] | None = None, instructions: Any = None) -> None:
         super().__init__(instructions=instructions)
         self.script = list(script) if script is not None else [opening_line(instructions)]
-        self._calls = 0
+        self._cursor = self._calls = 0
 
     def get_init_state(self, message_history: list[Any] | None = None) -> UserState:
         history = [m for m in (message_history or []) if is_valid_user_history_message(m)]
-        self._cursor = 0
+        self._cursor = self._calls = 0
         return UserState(system_messages=[], messages=history)
 
     @classmethod
