@@ -142,3 +142,31 @@ def test_seedless_requests_for_servers_without_seeds():
     backend = RecordingBackend(["hello"])
     make("retail", backend, seed_requests=False).reset(seed=3)
     assert backend.requests[0][1] == {"temperature": 0.0}
+
+
+def test_llm_user_over_http_configured_like_the_fds_simulator(monkeypatch):
+    """The default LLM user of a registered id, from INTERACTCS_USER_LLM_* settings, through the
+    project's OpenAI-compatible client to a real (stdlib) HTTP server on loopback."""
+    chat_stub = pytest.importorskip("chat_stub", reason="the LLM back-ends' test server")
+    pytest.importorskip("openai")
+    import gymnasium as gym
+
+    import interactcs_gym  # noqa: F401
+
+    with chat_stub.ChatStub(script=["ok:I want to return an item.", "ok:Thanks! ###STOP###"]) as stub:
+        monkeypatch.setenv("INTERACTCS_USER_LLM_BASE_URL", stub.url)
+        monkeypatch.setenv("INTERACTCS_USER_LLM_MODEL", "stub-model")
+        monkeypatch.setenv("INTERACTCS_USER_LLM_API_KEY", "sk-user-test")
+        env = gym.make("Tau2-Retail-v0")
+        obs, _ = env.reset(seed=7)
+        assert obs == "I want to return an item."
+        obs, reward, term, trunc, info = env.step("Which item would you like to return?")
+        assert term and info["termination_reason"] == "user_stop" and obs == "Thanks! ###STOP###"
+        env.close()
+    first, second = stub.requests
+    assert first["body"]["model"] == "stub-model" and first["body"]["seed"] == 7
+    assert first["body"]["temperature"] == 0.0
+    assert first["headers"]["authorization"] == "Bearer sk-user-test"
+    assert [m["role"] for m in first["body"]["messages"]] == ["system", "user"]
+    assert second["body"]["messages"][-1] == {"role": "user",
+                                              "content": "Which item would you like to return?"}
