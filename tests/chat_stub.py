@@ -129,3 +129,27 @@ class ChatStub:
             handler.connection.close()
         else:
             raise ValueError(f"unknown stub step {step!r}")
+
+
+class ScriptedBackend:
+    """An in-process ChatBackend answering from a list (str replies or exceptions to raise), then
+    ``default``; ``prompts`` records every conversation it was sent. Built lazily to keep this
+    module importable without the package on the path."""
+
+    def __new__(cls, replies=None, default="(no reply)"):
+        from interactcs_gym.llm import ChatBackend
+
+        class _Scripted(ChatBackend):
+            def __init__(self):
+                self.replies = list(replies or [])
+                self.default = default
+                self.prompts = []
+
+            def chat(self, messages, **sampling):
+                self.prompts.append([dict(m) for m in messages])
+                reply = self.replies.pop(0) if self.replies else self.default
+                if isinstance(reply, BaseException):
+                    raise reply
+                return reply(messages) if callable(reply) else reply
+
+        return _Scripted()

@@ -1,0 +1,89 @@
+"""Against real models: ``transformers serve`` on the tiny local model (session fixture
+``chat_server``) and the local transformers back-end. A random tiny model answers garbage, which
+drives the judges through their malformed-reply paths: the outcomes must be bounded and recorded."""
+
+from __future__ import annotations
+
+import pytest
+
+from interactcs_gym.judges import TurnContext, make_process_judge, make_quality_judge
+from interactcs_gym.llm import ChatBackendError, make_backend
+from interactcs_gym.llm.openai_backend import OpenAIChatBackend
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+GEN = {"max_tokens": 12, "temperature": 1.0}
+MSGS = [{"role": "system", "content": "SOP: verify before compensating. Order: Bart, Mix French Toast."},
+        {"role": "user", "content": "My French toast is cold! Ridiculous!"},
+        {"role": "assistant", "content": "<think>ask</think><response>I'm sorry. Could you send a photo?"
+                                         "</response><action>chat</action>"}]
+
+
+class Counting(OpenAIChatBackend):
+    """The HTTP back-end, counting the chat calls its users make."""
+
+    calls = 0
+
+    def chat(self, messages, **sampling):
+        self.calls += 1
+        return super().chat(messages, **sampling)
+
+
+def http(server, **kw):
+    return Counting(base_url=server.base_url, model=server.model, max_retries=1, backoff_base=0.01,
+                    timeout=60, **kw)
+
+
+def test_http_backend_real_server(chat_server):
+    backend = http(chat_server)
+    reply = backend.chat([{"role": "user", "content": "Hello"}], seed=0, **GEN)
+    assert isinstance(reply, str) and reply.strip()
+    batch = backend.chat_batch([[{"role": "user", "content": f"Question {i}"}] for i in range(3)], **GEN)
+    assert len(batch) == 3 and all(isinstance(r, str) and r.strip() for r in batch)
+
+
+def test_llm_process_judge_real_server(chat_server):
+    backend = http(chat_server)
+    judge = make_process_judge("llm", backend=backend, max_reasks=2, sampling=GEN)
+    ctx = TurnContext(MSGS, "I'm sorry. Could you send a photo?", "ask", "chat", True, 1)
+    score = judge.score_turn(ctx)
+    assert score.source in ("llm", "fallback:rule")
+    assert 0.0 <= score.reward <= 1.0 and set(score.scores) == {p.name for p in judge.principles}
+    assert 1 <= backend.calls <= 3  # one ask and at most two re-asks
+    if score.fallback:  # garbage from a random model: the rule judge's verdict, recorded as such
+        assert score.rationale.startswith("LLM judge fallback")
+        assert score.scores == make_process_judge("rule").score_turn(ctx).scores
+
+
+def test_llm_quality_judge_real_server(chat_server):
+    backend = http(chat_server)
+    judge = make_quality_judge("llm", backend=backend, max_reasks=1, sampling=GEN)
+    q = judge.score_dialogue(MSGS)
+    assert 1 <= backend.calls <= 2
+    assert 0 <= q.comm_total <= 28 and 0 <= q.logic_total <= 12
+    if q.heuristic:
+        assert "fallback" in q.rationale
+
+
+def test_server_errors_are_typed(chat_server):
+    # transformers serve rejects fields it does not know (HTTP 422; vLLM accepts top_k): a client
+    # error is not retried and comes back typed
+    backend = http(chat_server)
+    with pytest.raises(ChatBackendError) as err:
+        backend.chat([{"role": "user", "content": "hi"}], top_k=5, **GEN)
+    assert err.value.kind == "http_status" and err.value.status_code == 422
+    assert err.value.attempts == 1 and backend.calls == 1
+
+
+def test_transformers_backend_batches_like_single_calls(tiny_model_dir):
+    pytest.importorskip("torch")
+    backend = make_backend("transformers", model=tiny_model_dir, device="cpu", batch_size=4)
+    convs = [[{"role": "user", "content": "hello there"}],
+             [{"role": "system", "content": "You are the after-sales agent."},
+              {"role": "user", "content": "my food is cold and late and I want a refund now"}],
+             [{"role": "user", "content": "x"}]]
+    batched = backend.chat_batch(convs, temperature=0, max_tokens=12)
+    assert batched == [backend.chat(c, temperature=0, max_tokens=12) for c in convs]  # left padding
+    again = backend.chat_batch(convs, temperature=1.0, max_tokens=8, seed=3)
+    assert again == backend.chat_batch(convs, temperature=1.0, max_tokens=8, seed=3)
+    assert "tiny" in repr(backend) or tiny_model_dir in repr(backend)
