@@ -268,3 +268,21 @@ def test_make_llm_judges_by_name():
     backend = ScriptedBackend(default=ALL_ONE)
     assert isinstance(make_process_judge("llm", backend=backend), LLMProcessJudge)
     assert isinstance(make_quality_judge("llm", backend=backend), LLMQualityJudge)
+
+
+def test_rule_judge_sop_verification_by_order_data_and_refund_kinds():
+    judge = make_process_judge("rule")
+    msgs = [SYSTEM, U("My order was so late."), A(turn("I'm sorry for the wait, here is a voucher.", "voucher"))]
+    late = {"dispute": {"type": "late_delivery"}, "late_minutes": 25, "responsible": "rider"}
+    assert judge.score_turn(ctx_for(msgs, 1, scenario=late)).scores["business_compliance"] == 1
+    on_time = dict(late, late_minutes=10)
+    assert judge.score_turn(ctx_for(msgs, 1, scenario=on_time)).scores["business_compliance"] == 0
+    # the same facts read from the evaluation's task dict and the system prompt's order block
+    task = {"dispute_type": "late_delivery", "responsible": "rider"}
+    system = {"role": "system", "content": "## Order\nlate_minutes: 31\nresponsibility_assessment: rider"}
+    assert judge.score_turn(ctx_for([system, *msgs[1:]], 1, scenario=task)).scores["business_compliance"] == 1
+    item = {"fair_remedy": {"kind": "refund_item", "refund_amount": 12.5}}
+    refund = [SYSTEM, U("A dish is missing."), A(turn("I will refund the missing dish for you."))]
+    full = [SYSTEM, U("A dish is missing."), A(turn("I will give you a full refund of the order."))]
+    assert judge.score_turn(ctx_for(refund, 1, scenario=item)).scores["business_compliance"] == 1
+    assert judge.score_turn(ctx_for(full, 1, scenario=item)).scores["business_compliance"] == 0
