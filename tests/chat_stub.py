@@ -133,7 +133,8 @@ class ChatStub:
 
 class ScriptedBackend:
     """An in-process ChatBackend answering from a list (str replies or exceptions to raise), then
-    ``default``; ``prompts`` records every conversation it was sent. Built lazily to keep this
+    ``default``; ``prompts`` records every conversation it was sent, ``samplings`` the sampling
+    arguments. Built lazily to keep this
     module importable without the package on the path."""
 
     def __new__(cls, replies=None, default="(no reply)"):
@@ -144,9 +145,11 @@ class ScriptedBackend:
                 self.replies = list(replies or [])
                 self.default = default
                 self.prompts = []
+                self.samplings = []
 
             def chat(self, messages, **sampling):
                 self.prompts.append([dict(m) for m in messages])
+                self.samplings.append(dict(sampling))
                 reply = self.replies.pop(0) if self.replies else self.default
                 if isinstance(reply, BaseException):
                     raise reply
