@@ -24,9 +24,9 @@ def say(utterance, sat, end="continue", share_photo=False):
     return json.dumps({"utterance": utterance, "satisfaction": sat, "end": end, "share_photo": share_photo})
 
 
-def env_with(backend, **kw):
-    return gym.make("FDS-Hard-v0", user_simulator="llm",
-                    user_simulator_kwargs={"backend": backend, **kw}).unwrapped
+def env_with(backend, env_kwargs=None, **kw):
+    return gym.make("FDS-Hard-v0", user_simulator="llm", user_simulator_kwargs={"backend": backend, **kw},
+                    **(env_kwargs or {})).unwrapped
 
 
 def photo_user():
@@ -117,9 +117,9 @@ def test_photo_is_attached_by_the_simulator_never_invented():
     index = photo_user()
     backend = ScriptedBackend([say("My meal is damaged. [Photo: a perfect meal]", 2),
                                say("Here you go.", 3, share_photo=True)])
-    env = env_with(backend, process_judge="rule")
+    env = env_with(backend, {"process_judge": "rule"})
     obs, _ = env.reset(seed=0, options={"user_index": index})
-    assert "[Photo:" not in obs and "(photo: a perfect meal]" in obs
+    assert "[Photo:" not in obs and "(Photo: a perfect meal]" in obs
     obs, _, _, _, info = env.step(GOOD)
     description = env.user_case.order.evidence.photo_description
     assert obs == f"Here you go. [Photo: {description}]"
@@ -144,6 +144,11 @@ def test_strict_parsing(reply, problem):
     sim._agent_texts = []
     with pytest.raises(ValueError, match=problem):
         sim.parse(reply)
+
+
+def test_kwargs_for_an_instance_backend_are_refused():
+    with pytest.raises(ValueError, match="cannot apply"):
+        LLMUserSimulator(ScriptedBackend(), model="m")
 
 
 def test_respond_before_start():

@@ -105,6 +105,8 @@ class LLMUserSimulator(UserSimulator):
                  max_utterance_chars: int = 2000, **backend_kwargs: Any) -> None:
         if max_reasks < 0:
             raise ValueError("max_reasks must be >= 0")
+        if isinstance(backend, ChatBackend) and backend_kwargs:
+            raise ValueError(f"kwargs {sorted(backend_kwargs)} cannot apply to a ChatBackend instance")
         self._backend_spec, self._backend_kwargs = backend, backend_kwargs
         self._backend: ChatBackend | None = backend if isinstance(backend, ChatBackend) else None
         self.max_reasks = int(max_reasks)
