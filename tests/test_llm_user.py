@@ -200,3 +200,20 @@ def test_seeded_requests_follow_the_episode_rng():
     seeds = [s["seed"] for s in backend.samplings]
     assert seeds[0] == seeds[1] != seeds[2]
     assert backend.samplings[0]["temperature"] == 0.3 and backend.samplings[0]["max_tokens"] == 256
+
+
+@pytest.mark.parametrize("env_id", ["FDS-Hard-LLM-v0", "FDS-Easy-LLM-v0"])
+def test_check_env_with_a_deterministic_backend(env_id, monkeypatch):
+    """gymnasium's check_env (spaces, info, seeding determinism) on the LLM ids, with a stub server
+    that always gives the same valid reply."""
+    pytest.importorskip("openai")
+    from gymnasium.utils.env_checker import check_env
+    import warnings
+
+    with ChatStub(default=f"ok:{say('My order has a problem.', 2)}") as stub:
+        env = gym.make(env_id, user_simulator_kwargs={"base_url": stub.url, "model": "m"})
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            check_env(env.unwrapped)
+        assert [str(w.message) for w in caught] == []
+        env.close()
