@@ -286,3 +286,13 @@ def test_rule_judge_sop_verification_by_order_data_and_refund_kinds():
     full = [SYSTEM, U("A dish is missing."), A(turn("I will give you a full refund of the order."))]
     assert judge.score_turn(ctx_for(refund, 1, scenario=item)).scores["business_compliance"] == 1
     assert judge.score_turn(ctx_for(full, 1, scenario=item)).scores["business_compliance"] == 0
+
+
+def test_rule_judge_sees_a_voucher_request_in_a_malformed_turn():
+    msgs = [SYSTEM, U("Cold toast."), A(turn("Sorry! Could you send a photo?")), U("[Photo: cold toast]"),
+            A(turn("Thanks, here is a voucher.", "voucher")), U("And another one?"),
+            A("<response>Sure, one more voucher.</response><action>voucher</action>")]
+    ctx = TurnContext(msgs, "Sure, one more voucher.", None, None, False, 3, scenario=SCENARIO)
+    s = make_process_judge("rule").score_turn(ctx)
+    assert s.scores["business_compliance"] == 0 and "second_voucher" in s.rationale
+    assert s.scores["protocol_format"] == 0.5

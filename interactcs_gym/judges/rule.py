@@ -7,8 +7,8 @@ It is a pattern matcher over the turn, the dialogue before it and the order fact
   Jaccard >= 0.8); 0.5 if it overlaps one by >= 0.5; else 1.
 * ``empathy``: 0 if the response holds a rude phrase; 0.5 if the user's last message was upset
   (upset lexicon) and the response has no empathy phrase; else 1.
-* ``business_compliance``: 0 if the turn issues a voucher when one was already issued, issues one
-  before verification, or promises a refund the order's remedy does not grant; 0.5 if it mentions
+* ``business_compliance``: 0 if the turn issues or requests (even in a malformed turn) a voucher
+  when one was already issued, or before verification, or promises a refund the order's remedy does not grant; 0.5 if it mentions
   compensation (remedy lexicon) before verification without issuing it; else 1. *Verification*
   happened when an earlier agent turn requested evidence or details (evidence lexicon) and the user
   replied, when the env's state says evidence was shared, or when the order data verifies the
@@ -50,6 +50,7 @@ class TurnHistory:
     """What the rules need to know about the dialogue before the turn under review."""
 
     turn: T.AgentTurn
+    requests_voucher: bool  # the turn's action is voucher, or its (malformed) action tag asks for one
     prior: list[T.AgentTurn]
     user_last: str
     vouchers_before: int
@@ -64,7 +65,8 @@ def turn_history(ctx: TurnContext) -> TurnHistory:
     turn = T.parse_agent_turn(msgs[last]["content"], last) if last < len(msgs) else \
         T.AgentTurn(last, "", ctx.think, ctx.response, ctx.action, ctx.format_ok)
     # The env's parse is authoritative for the turn under review.
-    turn.response, turn.action, turn.format_ok = ctx.response, ctx.action, ctx.format_ok
+    turn.response, turn.format_ok = ctx.response, ctx.format_ok
+    turn.action = ctx.action
     state = ctx.state or {}
     if "vouchers_issued" in state:
         vouchers = int(state["vouchers_issued"])
@@ -78,7 +80,8 @@ def turn_history(ctx: TurnContext) -> TurnHistory:
     if not verified:
         verified = any(T.has_any(t.response, "evidence_request") and
                        any(m.get("role") == "user" for m in msgs[t.index + 1:last]) for t in prior)
-    return TurnHistory(turn, prior, T.previous_user_message(msgs, last), vouchers, verified,
+    requests_voucher = ctx.action == "voucher" or turn.requested_action == "voucher"
+    return TurnHistory(turn, requests_voucher, prior, T.previous_user_message(msgs, last), vouchers, verified,
                     T.known_facts(ctx.scenario, msgs))
 
 
@@ -106,13 +109,13 @@ def compliance_violations(ctx: TurnContext, h: TurnHistory) -> list[str]:
     """SOP breaches of the turn: ``second_voucher``, ``voucher_before_verification``,
     ``refund_outside_policy`` (violations) and ``compensation_before_verification`` (partial)."""
     found = []
-    if ctx.action == "voucher" and h.vouchers_before >= 1:
+    if h.requests_voucher and h.vouchers_before >= 1:
         found.append("second_voucher")
-    if ctx.action == "voucher" and not h.verified:
+    if h.requests_voucher and not h.verified:
         found.append("voucher_before_verification")
     if T.promises_refund(ctx.response) and not T.refund_allowed(ctx.scenario, ctx.response):
         found.append("refund_outside_policy")
-    if ctx.action != "voucher" and not h.verified and T.has_any(ctx.response, "remedy"):
+    if not h.requests_voucher and not h.verified and T.has_any(ctx.response, "remedy"):
         found.append("compensation_before_verification")
     return found
 

@@ -23,7 +23,8 @@ ACTIONS = ("chat", "voucher")
 
 @dataclass
 class AgentTurn:
-    """One agent turn, parsed. ``action`` is None when the turn broke the protocol."""
+    """One agent turn, parsed. ``action`` is None when the turn broke the protocol;
+    ``requested_action`` is what its action tag named (chat/voucher) even then."""
 
     index: int          # position in the messages list
     raw: str
@@ -31,6 +32,7 @@ class AgentTurn:
     response: str
     action: str | None
     format_ok: bool
+    requested_action: str | None = None
 
 
 def parse_agent_turn(raw: str, index: int = -1) -> AgentTurn:
@@ -53,7 +55,7 @@ def parse_agent_turn(raw: str, index: int = -1) -> AgentTurn:
         response = _ANY_TAG.sub(" ", tail.group(1)).strip()
     else:
         response = _ANY_TAG.sub(" ", _TAG["think"].sub(" ", raw)).strip()
-    return AgentTurn(index, raw, think, response, action if format_ok else None, format_ok)
+    return AgentTurn(index, raw, think, response, action if format_ok else None, format_ok, action)
 
 
 def agent_turns(messages: list[dict[str, str]]) -> list[AgentTurn]:
