@@ -143,7 +143,7 @@ def test_llm_process_judge_in_the_env_real_server(chat_server):
     from interactcs_gym.agents import load_agent
 
     env = gym.make("FDS-Hard-v0", max_turns=2, process_judge="llm", process_judge_kwargs={
-        "backend_kwargs": {"base_url": chat_server.base_url, "model": chat_server.model, "max_retries": 1},
+        "base_url": chat_server.base_url, "model": chat_server.model, "max_retries": 1,
         "max_reasks": 1, "sampling": {"max_tokens": 24, "temperature": 1.0}})
     sop = load_agent("sop")
     obs, info = env.reset(seed=0, options={"user_index": 5})

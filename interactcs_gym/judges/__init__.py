@@ -2,7 +2,7 @@
 
 ``make_process_judge("rule" | "llm", **kw)`` and ``make_quality_judge("heuristic" | "llm", **kw)``
 build them by name (also ``"module:Class"`` for your own judge). The LLM judges take a chat
-back-end (``backend=``, ``backend_kwargs=``, or the ``INTERACTCS_JUDGE_LLM_*`` /
+back-end (``backend=`` and back-end kwargs such as ``base_url=``, ``model=``, or the ``INTERACTCS_JUDGE_LLM_*`` /
 ``INTERACTCS_LLM_*`` environment variables); the rule and heuristic judges work offline.
 Nothing here imports ``openai`` or torch until an LLM judge is built.
 """

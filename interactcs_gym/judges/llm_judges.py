@@ -40,8 +40,8 @@ class JudgeError(RuntimeError):
     """An LLM judge produced no usable score and its fallback is ``"raise"``."""
 
 
-def _backend(backend: ChatBackend | str | dict | None, backend_kwargs: dict[str, Any] | None) -> ChatBackend:
-    return make_backend(backend, role="judge", **(backend_kwargs or {}))
+def _backend(backend: ChatBackend | str | dict | None, backend_kwargs: dict[str, Any]) -> ChatBackend:
+    return make_backend(backend, role="judge", **backend_kwargs)
 
 
 def _rationale(raw: str) -> str:
@@ -70,7 +70,8 @@ class LLMProcessJudge(ProcessRewardJudge):
 
     Args:
         backend: a ChatBackend, a back-end name or config dict, or None for the environment
-            (``INTERACTCS_JUDGE_LLM_*`` / ``INTERACTCS_LLM_*``); ``backend_kwargs`` go to it.
+            (``INTERACTCS_JUDGE_LLM_*`` / ``INTERACTCS_LLM_*``); ``**backend_kwargs`` (``base_url``,
+            ``model``, ``api_key``, ``timeout``, ``max_retries`` ...) go to it.
         principles: principles file or list (default: the packaged principles.yaml).
         max_reasks: re-asks after a malformed reply (default 2, so at most 3 calls per turn).
         fallback: ``"rule"``, ``"neutral"`` or ``"raise"`` (module docstring).
@@ -83,8 +84,7 @@ class LLMProcessJudge(ProcessRewardJudge):
     def __init__(self, backend: ChatBackend | str | dict | None = None, *,
                  principles: str | Path | list[Principle] | None = None, max_reasks: int = 2,
                  fallback: str = "rule", sampling: dict[str, Any] | None = None,
-                 include_system_prompt: bool = True,
-                 backend_kwargs: dict[str, Any] | None = None) -> None:
+                 include_system_prompt: bool = True, **backend_kwargs: Any) -> None:
         if fallback not in ("rule", "neutral", "raise"):
             raise ValueError(f"fallback must be 'rule', 'neutral' or 'raise', got {fallback!r}")
         if max_reasks < 0:
@@ -209,8 +209,7 @@ class LLMQualityJudge(DialogueQualityJudge):
 
     def __init__(self, backend: ChatBackend | str | dict | None = None, *, max_reasks: int = 2,
                  fallback: str = "heuristic", sampling: dict[str, Any] | None = None,
-                 include_system_prompt: bool = True,
-                 backend_kwargs: dict[str, Any] | None = None) -> None:
+                 include_system_prompt: bool = True, **backend_kwargs: Any) -> None:
         if fallback not in ("heuristic", "raise"):
             raise ValueError(f"fallback must be 'heuristic' or 'raise', got {fallback!r}")
         if max_reasks < 0:
