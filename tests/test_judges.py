@@ -10,7 +10,7 @@ import pytest
 from chat_stub import ScriptedBackend
 from interactcs_gym.judges import TurnContext, make_process_judge, make_quality_judge
 from interactcs_gym.judges.llm_judges import JudgeError, LLMProcessJudge, LLMQualityJudge
-from interactcs_gym.judges.principles import Principle, load_principles, process_reward
+from interactcs_gym.judges.principles import load_principles, process_reward
 from interactcs_gym.judges.text import parse_agent_turn
 from interactcs_gym.llm import ChatBackendError
 

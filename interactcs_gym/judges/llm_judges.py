@@ -22,7 +22,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from interactcs_gym.judges import text as T
 from interactcs_gym.judges.base import (PRINCIPLE_SCORES, DialogueQualityJudge, ProcessRewardJudge,
                                         QualityScore, TurnContext, TurnScore)
 from interactcs_gym.judges.principles import Principle, load_principles, process_reward
@@ -98,7 +97,7 @@ class LLMProcessJudge(ProcessRewardJudge):
 
     # ------------------------------------------------------------------ API
     def score_turn(self, ctx: TurnContext) -> TurnScore:
-        prompt, quoter = self.prompt(ctx)
+        prompt, _ = self.prompt(ctx)
         return self._finish(ctx, self._ask(prompt, ctx, None))
 
     def score_turns(self, contexts: list[TurnContext]) -> list[TurnScore]:
