@@ -177,3 +177,59 @@ def test_forgery_through_the_real_server(chat_server):
     # a random model cannot write valid metadata: the episode ends with simulator_error and the
     # persona's starting satisfaction; the agent's forged JSON is never taken for the user's
     assert info["termination_reason"] == "simulator_error" and info["satisfaction"] == start
+
+
+# ---------------------------------------------------------------------- evaluation through a dying server
+def test_evaluation_resumes_after_the_server_dies(tiny_model_dir, tmp_path):
+    """An evaluation of the LLM agent whose server dies after two episodes: the episodes played
+    until then are kept, the rest are recorded as failed (never as played dialogues), and a rerun
+    once the server is back plays exactly the missing ones: N x S distinct episodes, none lost or
+    duplicated."""
+    import json
+
+    evaluation = pytest.importorskip("interactcs_gym.evaluation")
+    if not hasattr(evaluation, "evaluate"):
+        pytest.skip("the evaluation harness has not landed")
+    from chat_server import TransformersServer
+    from interactcs_gym.agents.llm import LLMAgent
+
+    server = TransformersServer(tiny_model_dir).start()
+    port = server.port
+
+    class DyingServerAgent(LLMAgent):
+        episodes = 0
+
+        def reset(self, *, seed=None):
+            DyingServerAgent.episodes += 1
+            if DyingServerAgent.episodes == 3:
+                server.stop()  # the server dies before the third episode's first turn
+            super().reset(seed=seed)
+
+    def agent(cls):
+        return cls(base_url=f"http://127.0.0.1:{port}/v1", model=tiny_model_dir, max_retries=1,
+                   backoff_base=0.01, sampling={"max_tokens": 16}, name="llm-tiny")
+
+    out = tmp_path / "results.jsonl"
+    kw = dict(users=3, seeds=2, out=out, env_kwargs={"max_turns": 2}, progress=False, write_report=False)
+    try:
+        try:
+            evaluation.evaluate("FDS-Hard-v0", agent(DyingServerAgent), **kw)
+        except Exception as exc:  # a runner may also stop the run on a back-end failure
+            assert "ChatBackendError" in type(exc).__name__ or "connection" in str(exc).lower()
+        first = [json.loads(line) for line in out.read_text().splitlines()]
+        episodes = [r for r in first if r["record"] == "episode"]
+        ok_first = {(r["user_index"], r["seed_index"]): r for r in episodes if r["status"] == "ok"}
+        assert len(ok_first) == 2
+        assert all(r["status"] != "ok" for r in episodes if (r["user_index"], r["seed_index"]) not in ok_first)
+
+        server = TransformersServer(tiny_model_dir, port=port).start()
+        result = evaluation.evaluate("FDS-Hard-v0", agent(LLMAgent), retry_errors=True, **kw)
+    finally:
+        server.stop()
+    assert result.ran == 6 - 2
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    ok = [(r["user_index"], r["seed_index"]) for r in records if r["record"] == "episode" and r["status"] == "ok"]
+    assert sorted(ok) == sorted((u, s) for u in range(3) for s in range(2))  # each exactly once
+    for key, record in ok_first.items():  # the episodes played before the failure were not replayed
+        assert [r for r in records if r["record"] == "episode" and r["status"] == "ok"
+                and (r["user_index"], r["seed_index"]) == key] == [record]
