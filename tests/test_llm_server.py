@@ -181,55 +181,72 @@ def test_forgery_through_the_real_server(chat_server):
 
 # ---------------------------------------------------------------------- evaluation through a dying server
 def test_evaluation_resumes_after_the_server_dies(tiny_model_dir, tmp_path):
-    """An evaluation of the LLM agent whose server dies after two episodes: the episodes played
-    until then are kept, the rest are recorded as failed (never as played dialogues), and a rerun
-    once the server is back plays exactly the missing ones: N x S distinct episodes, none lost or
-    duplicated."""
+    """``python -m interactcs_gym.evaluate --agent llm`` whose server dies after two episodes: the
+    episodes played until then are kept, the others are recorded as failed (never as played
+    dialogues), and the same command with ``--retry-errors`` once the server is back plays exactly
+    the missing ones: N x S distinct episodes in the end, none lost or duplicated."""
     import json
+    import threading
+    import time
 
-    evaluation = pytest.importorskip("interactcs_gym.evaluation")
-    if not hasattr(evaluation, "evaluate"):
-        pytest.skip("the evaluation harness has not landed")
+    cli = pytest.importorskip("interactcs_gym.evaluation.cli")
     from chat_server import TransformersServer
-    from interactcs_gym.agents.llm import LLMAgent
 
     server = TransformersServer(tiny_model_dir).start()
-    port = server.port
-
-    class DyingServerAgent(LLMAgent):
-        episodes = 0
-
-        def reset(self, *, seed=None):
-            DyingServerAgent.episodes += 1
-            if DyingServerAgent.episodes == 3:
-                server.stop()  # the server dies before the third episode's first turn
-            super().reset(seed=seed)
-
-    def agent(cls):
-        return cls(base_url=f"http://127.0.0.1:{port}/v1", model=tiny_model_dir, max_retries=1,
-                   backoff_base=0.01, sampling={"max_tokens": 16}, name="llm-tiny")
-
     out = tmp_path / "results.jsonl"
-    kw = dict(users=3, seeds=2, out=out, env_kwargs={"max_turns": 2}, progress=False, write_report=False)
-    try:
-        try:
-            evaluation.evaluate("FDS-Hard-v0", agent(DyingServerAgent), **kw)
-        except Exception as exc:  # a runner may also stop the run on a back-end failure
-            assert "ChatBackendError" in type(exc).__name__ or "connection" in str(exc).lower()
-        first = [json.loads(line) for line in out.read_text().splitlines()]
-        episodes = [r for r in first if r["record"] == "episode"]
-        ok_first = {(r["user_index"], r["seed_index"]): r for r in episodes if r["status"] == "ok"}
-        assert len(ok_first) == 2
-        assert all(r["status"] != "ok" for r in episodes if (r["user_index"], r["seed_index"]) not in ok_first)
+    agent_kwargs = {"base_url": server.base_url, "model": tiny_model_dir, "max_retries": 1,
+                    "backoff_base": 0.01, "sampling": {"max_tokens": 16}}
+    argv = ["--env", "FDS-Hard-v0", "--env-kwargs", '{"max_turns": 2}', "--agent", "llm",
+            "--agent-kwargs", json.dumps(agent_kwargs), "--users", "3", "--seeds", "2",
+            "--out", str(out), "--no-progress", "--quiet"]
 
-        server = TransformersServer(tiny_model_dir, port=port).start()
-        result = evaluation.evaluate("FDS-Hard-v0", agent(LLMAgent), retry_errors=True, **kw)
+    def episodes():
+        lines = out.read_text().splitlines() if out.exists() else []
+        return [r for r in map(json.loads, lines) if r["record"] == "episode"]
+
+    def kill_after_two():
+        while len(episodes()) < 2:
+            time.sleep(0.02)
+        server.stop()
+
+    killer = threading.Thread(target=kill_after_two, daemon=True)
+    killer.start()
+    try:
+        cli.main(argv)
+        killer.join(timeout=60)
+        first = episodes()
+        ok_first = {(r["user_index"], r["seed_index"]): r for r in first if r["status"] == "ok"}
+        failed = [r for r in first if r["status"] != "ok"]
+        assert 2 <= len(ok_first) < 6 and failed
+        assert all(r["error"]["type"] == "ChatBackendError" for r in failed)
+
+        server = TransformersServer(tiny_model_dir, port=server.port).start()
+        cli.main([*argv, "--retry-errors"])
     finally:
         server.stop()
-    assert result.ran == 6 - 2
-    records = [json.loads(line) for line in out.read_text().splitlines()]
-    ok = [(r["user_index"], r["seed_index"]) for r in records if r["record"] == "episode" and r["status"] == "ok"]
+    final = episodes()
+    ok = [(r["user_index"], r["seed_index"]) for r in final if r["status"] == "ok"]
     assert sorted(ok) == sorted((u, s) for u in range(3) for s in range(2))  # each exactly once
-    for key, record in ok_first.items():  # the episodes played before the failure were not replayed
-        assert [r for r in records if r["record"] == "episode" and r["status"] == "ok"
-                and (r["user_index"], r["seed_index"]) == key] == [record]
+    assert len(final) == len(first) + (6 - len(ok_first))  # the rerun played only the missing ones
+    for key, record in ok_first.items():  # and kept those played before the failure
+        assert [r for r in final if r["status"] == "ok" and (r["user_index"], r["seed_index"]) == key] == [record]
+
+
+def test_evaluation_cli_with_the_llm_quality_judge(chat_server, tmp_path):
+    import json
+
+    cli = pytest.importorskip("interactcs_gym.evaluation.cli")
+    out = tmp_path / "sop.jsonl"
+    judge_kwargs = {"base_url": chat_server.base_url, "model": chat_server.model, "max_retries": 1,
+                    "max_reasks": 1, "sampling": {"max_tokens": 16, "temperature": 1.0}}
+    assert cli.main(["--env", "FDS-Hard-v0", "--agent", "sop", "--users", "2", "--seeds", "1",
+                     "--quality-judge", "llm", "--quality-judge-kwargs", json.dumps(judge_kwargs),
+                     "--out", str(out), "--no-progress", "--quiet"]) == 0
+    episodes = [r for r in map(json.loads, out.read_text().splitlines()) if r["record"] == "episode"]
+    assert len(episodes) == 2
+    for r in episodes:
+        q = r["quality"]
+        assert 0 <= q["comm_total"] <= 28 and 0 <= q["logic_total"] <= 12
+        # a random model's verdicts are unusable: the heuristic fallback is used and labelled
+        assert q["heuristic"] is True and "fallback" in q["rationale"]
+    assert "(heuristic)" in out.with_suffix(".md").read_text()
