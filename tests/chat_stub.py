@@ -1,6 +1,7 @@
 """A scripted OpenAI-compatible chat server on the standard library, for fault tests.
 
-Each POST to ``/v1/chat/completions`` takes the next step of ``script`` (then repeats ``default``):
+Each POST to ``/v1/chat/completions`` takes the next step of ``script`` (then repeats ``default``);
+a step may also be a callable of the request body returning a step:
 
 * ``"ok"`` / ``"ok:<text>"``: a normal completion (default text ``"stub reply"``);
 * ``"json:<text>"``: a completion whose content is ``<text>`` (alias of ok, reads better in tests);
@@ -54,6 +55,7 @@ class ChatStub:
                 with stub._lock:
                     stub.requests.append({"body": body, "headers": {k.lower(): v for k, v in self.headers.items()}})
                     step = stub.script.pop(0) if stub.script else stub.default
+                    step = step(body) if callable(step) else step
                     stub.in_flight += 1
                     stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
                 try:

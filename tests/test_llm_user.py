@@ -217,3 +217,32 @@ def test_check_env_with_a_deterministic_backend(env_id, monkeypatch):
             check_env(env.unwrapped)
         assert [str(w.message) for w in caught] == []
         env.close()
+
+
+def test_api_key_never_reaches_the_results_file(tmp_path):
+    """A server that echoes the bearer key back in its errors, an LLM user and an LLM agent both
+    holding the key: neither the transcript, the error records nor the config in the results file
+    carry it."""
+    pytest.importorskip("openai")
+    cli = pytest.importorskip("interactcs_gym.evaluation.cli")
+    secret = "sk-live-0a1b2c3d4e5f60718293a4b5c6d7e8f9"
+    out = tmp_path / "r.jsonl"
+
+    def user_step(body):  # a valid opening, then errors that echo the key
+        opening = body["messages"][-1]["content"].startswith("The chat with customer service opens")
+        return f"ok:{say('My order is cold.', 2)}" if opening else "echo_key"
+
+    with ChatStub(default=user_step) as users, ChatStub(default="echo_key") as agent:
+        env_kwargs = {"user_simulator_kwargs": {"base_url": users.url, "model": "u", "api_key": secret}}
+        agent_kwargs = {"base_url": agent.url, "model": "a", "api_key": secret, "max_retries": 0}
+        for agent_name, kw in (("sop", {}), ("llm", agent_kwargs)):
+            cli.main(["--env", "FDS-Hard-LLM-v0", "--env-kwargs", json.dumps(env_kwargs),
+                      "--agent", agent_name, "--agent-kwargs", json.dumps(kw), "--users", "1",
+                      "--seeds", "1", "--out", str(out), "--add-run", "--no-progress", "--quiet"])
+        assert any(r["headers"].get("authorization") == f"Bearer {secret}" for r in users.requests + agent.requests)
+    text = out.read_text()
+    records = [json.loads(line) for line in text.splitlines()]
+    statuses = {r["agent"]: (r["status"], r["termination_reason"]) for r in records if r["record"] == "episode"}
+    assert statuses["sop"] == ("ok", "simulator_error")  # the simulator's failure ended it cleanly
+    assert statuses["llm"][0] == "agent_error"
+    assert "invalid key" in text and secret not in text and secret not in out.with_suffix(".md").read_text()
