@@ -181,14 +181,28 @@ def test_registered_llm_ids(env_id, difficulty, monkeypatch):
         env.close()
 
 
-def test_http_faults_end_the_episode_cleanly():
+@pytest.mark.parametrize("fault,kind", [("500", "HTTP 500"), ("empty", "empty content"),
+                                        ("invalid_json", "JSONDecodeError"), ("drop", "Connection error"),
+                                        ("sleep:2", "no reply within")])
+def test_http_faults_end_the_episode_cleanly(fault, kind):
     pytest.importorskip("openai")
-    with ChatStub([f"ok:{say('Hi, my food is cold.', 2)}"], default="500") as stub:
+    with ChatStub([f"ok:{say('Hi, my food is cold.', 2)}"], default=fault) as stub:
+        env = env_with(None, base_url=stub.url, model="m", max_retries=1, backoff_base=0.001, timeout=0.5)
+        env.reset(seed=0, options={"user_index": 0})
+        obs, reward, term, _, info = env.step(GOOD)
+        assert term and info["termination_reason"] == "simulator_error" and kind in obs
+        assert info["satisfaction"] == 2 and reward == 0.25
+        assert len(stub.requests) == 1 + 2  # opening + one request tried twice; no re-ask on a dead back-end
+
+
+def test_connection_refused_ends_the_episode_cleanly():
+    pytest.importorskip("openai")
+    with ChatStub([f"ok:{say('Hi, my food is cold.', 2)}"]) as stub:
         env = env_with(None, base_url=stub.url, model="m", max_retries=1, backoff_base=0.001)
         env.reset(seed=0, options={"user_index": 0})
-        obs, _, term, _, info = env.step(GOOD)
-        assert term and info["termination_reason"] == "simulator_error" and "HTTP 500" in obs
-        assert len(stub.requests) == 1 + 2  # opening + one request tried twice; no re-ask on a dead back-end
+    # the server is gone: its port refuses connections
+    obs, _, term, _, info = env.step(GOOD)
+    assert term and info["termination_reason"] == "simulator_error" and "Connection error" in obs
 
 
 def test_seeded_requests_follow_the_episode_rng():
