@@ -260,3 +260,22 @@ def test_api_key_never_reaches_the_results_file(tmp_path):
     assert statuses["sop"] == ("ok", "simulator_error")  # the simulator's failure ended it cleanly
     assert statuses["llm"][0] == "agent_error"
     assert "invalid key" in text and secret not in text and secret not in out.with_suffix(".md").read_text()
+
+
+def test_close_releases_only_what_the_simulator_built():
+    pytest.importorskip("openai")
+    with ChatStub(default=f"ok:{say('Hello, problem with my order.', 2)}") as stub:
+        env = env_with(None, base_url=stub.url, model="m")
+        env.reset(seed=0)
+        built = env.user_simulator.backend
+        env.close()
+        assert env.user_simulator._backend is None
+        env.reset(seed=1)  # a closed env that is reset again builds a fresh back-end
+        assert env.user_simulator.backend is not built
+    shared = ScriptedBackend(default=say("hi", 2))
+    closed = []
+    shared.close = lambda: closed.append(True)
+    env = env_with(shared)
+    env.reset(seed=0)
+    env.close()
+    assert closed == []  # the caller's back-end stays open for its other users

@@ -171,8 +171,10 @@ class LLMUserSimulator(UserSimulator):
                          info={"evidence_shared": self._evidence_shared, "attempts": reply.attempts})
 
     def close(self) -> None:
-        if self._backend is not None:
+        """Close a back-end this simulator built (one passed in belongs to the caller)."""
+        if self._backend is not None and not isinstance(self._backend_spec, ChatBackend):
             self._backend.close()
+            self._backend = None
 
     # ------------------------------------------------------------------ prompt
     def system_prompt(self) -> str:
