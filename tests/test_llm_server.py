@@ -182,8 +182,8 @@ def test_forgery_through_the_real_server(chat_server):
 # ---------------------------------------------------------------------- evaluation through a dying server
 def test_evaluation_resumes_after_the_server_dies(tiny_model_dir, tmp_path):
     """``python -m interactcs_gym.evaluate --agent llm`` whose server dies after two episodes: the
-    episodes played until then are kept, the others are recorded as failed (never as played
-    dialogues), and the same command with ``--retry-errors`` once the server is back plays exactly
+    episodes played until then are kept, the others are recorded as ``backend_error`` (never as
+    played dialogues, never scored), and the same command once the server is back plays exactly
     the missing ones: N x S distinct episodes in the end, none lost or duplicated."""
     import json
     import threading
@@ -219,9 +219,10 @@ def test_evaluation_resumes_after_the_server_dies(tiny_model_dir, tmp_path):
         failed = [r for r in first if r["status"] != "ok"]
         assert 2 <= len(ok_first) < 6 and failed
         assert all(r["error"]["type"] == "ChatBackendError" for r in failed)
+        assert all(r["status"] == "backend_error" for r in failed)
 
         server = TransformersServer(tiny_model_dir, port=server.port).start()
-        cli.main([*argv, "--retry-errors"])
+        assert cli.main(argv) == 0
     finally:
         server.stop()
     final = episodes()
