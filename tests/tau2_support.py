@@ -69,7 +69,8 @@ AIRLINE_DB = {
         "payment_methods": {
             "credit_card_4421486": {"source": "credit_card", "id": "credit_card_4421486",
                                     "brand": "visa", "last_four": "7447"},
-            "gift_card_7061921": {"source": "gift_card", "id": "gift_card_7061921", "amount": 50.0}},
+            "gift_card_7061921": {"source": "gift_card", "id": "gift_card_7061921",
+                                  "amount": 50.0}},
         "saved_passengers": [], "membership": "gold", "reservations": ["NO6JO3", "ZFA04Y"]}},
     "reservations": {"NO6JO3": _reservation("NO6JO3", "credit_card_4421486"),
                      "ZFA04Y": _reservation("ZFA04Y", "gift_card_7061921")},

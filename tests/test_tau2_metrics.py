@@ -10,7 +10,8 @@ from interactcs_gym.tau2.metrics import episode_metrics
 
 
 def _info(reward, db=None, comm=(), actions=None):
-    return {"reward": reward, "db_check": None if db is None else {"db_match": bool(db), "db_reward": db},
+    return {"reward": reward,
+            "db_check": None if db is None else {"db_match": bool(db), "db_reward": db},
             "communicate_checks": [{"info": str(i), "met": m} for i, m in enumerate(comm)],
             "action_checks": None if actions is None else [
                 {"action": {}, "action_match": m, "action_reward": float(m)} for m in actions]}
@@ -24,7 +25,8 @@ def test_a_passed_retail_episode():
 
 def test_a_failed_episode_keeps_its_parts():
     # right database, one of two required facts unsaid, 3 of 4 gold actions: reward 1 x 0 = 0
-    parts = episode_metrics(_info(0.0, db=1.0, comm=[True, False], actions=[True, True, False, True]), 4)
+    parts = episode_metrics(
+        _info(0.0, db=1.0, comm=[True, False], actions=[True, True, False, True]), 4)
     assert parts == {"pass": 0.0, "communicate": 0.0, "db": 1.0, "action_reward": 0.75,
                      "actions_matched": 3, "actions_total": 4}
 
@@ -75,8 +77,10 @@ def test_evaluation_cli_on_a_tau2_id(tmp_path, capsys):
                  "--agent", "random", "--users", "3", "--seeds", "1", "--out", str(out),
                  "--no-progress"]) == 0
     report = capsys.readouterr().out
-    assert "| Pass@1 (%) | Comm. rate (%) | DB rate (%) | Action reward | Actions matched |" in report
-    episodes = [r for r in map(json.loads, out.read_text().splitlines()) if r["record"] == "episode"]
+    columns = "| Pass@1 (%) | Comm. rate (%) | DB rate (%) | Action reward | Actions matched |"
+    assert columns in report
+    records = map(json.loads, out.read_text().splitlines())
+    episodes = [r for r in records if r["record"] == "episode"]
     assert [e["final_info"]["task"]["task_id"] for e in episodes] == ["0", "1", "2"]
     assert all(e["metric_family"] == "interactcs_gym.tau2.metrics:TAU2_METRICS" for e in episodes)
     assert all(e["final_info"]["tau2_metrics"]["pass"] == 0.0 for e in episodes)

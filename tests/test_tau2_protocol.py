@@ -39,7 +39,8 @@ def test_tool_call_forms(action):
 
 def test_several_calls_and_text_next_to_tagged_calls():
     parsed = parse_action('[{"name": "a", "arguments": {}}, {"name": "b"}]')
-    assert [c.name for c in parsed.tool_calls] == ["a", "b"] and parsed.tool_calls[1].arguments == {}
+    assert [c.name for c in parsed.tool_calls] == ["a", "b"]
+    assert parsed.tool_calls[1].arguments == {}
     parsed = parse_action('Let me check.\n<tool_call>{"name": "a", "arguments": {}}</tool_call>')
     assert parsed.text == "Let me check." and [c.name for c in parsed.tool_calls] == ["a"]
 
@@ -100,7 +101,8 @@ def test_check_arguments_accepts_json_typed_values_and_refuses_the_rest():
     assert "flights.0.date: Field required" in check_arguments(
         TOOL, {**good, "flights": [{"flight_number": "HAT001"}]})
     missing = check_arguments(TOOL, {"cabin": "economy", "flights": []})
-    assert missing.startswith("Wrong arguments for `update`") and "reservation_id: Field required" in missing
+    assert missing.startswith("Wrong arguments for `update`")
+    assert "reservation_id: Field required" in missing
     assert "no parameter(s) ['seat']" in check_arguments(TOOL, {**good, "seat": "1A"})
 
 

@@ -51,7 +51,7 @@ def test_llm_user_speaks_from_the_official_prompt_with_roles_flipped():
     scenario = str(env.tasks[16].user_scenario)
     assert scenario in messages[0]["content"] and "[tool result]" not in messages[0]["content"]
     assert messages[1:] == [{"role": "user", "content": "Hi! How can I help you today?"}]
-    obs, reward, term, trunc, info = env.step("Sure, which order?")
+    obs, _, term, _, info = env.step("Sure, which order?")
     messages, _ = backend.requests[1]
     assert messages[1:] == [{"role": "user", "content": "Hi! How can I help you today?"},
                             {"role": "assistant", "content": "I want to cancel an order."},
@@ -93,8 +93,8 @@ def test_bad_user_replies_are_asked_again_then_end_the_episode():
     obs, reward, term, trunc, info = env.step("Can you check your status bar?")
     assert "You have no tool ['format_disk']" in backend.requests[3][0][-1]["content"]
     assert "not a valid tool call" in backend.requests[4][0][-1]["content"]
-    assert trunc and not term and info["termination_reason"] == "user_error"
-    assert "UserSimulatorError" in info["user_error"] and reward == 0.0
+    assert trunc and not term and info["termination_reason"] == "simulator_error"
+    assert "UserSimulatorError" in info["simulator_error"] and reward == 0.0
     assert info["tau2_metrics"]["pass"] == 0.0
     assert backend.replies == ["ok"]  # bounded: 1 + max_reasks tries per message
 
@@ -105,12 +105,13 @@ def test_back_end_failures_end_the_episode_or_refuse_the_reset():
 
     env = make("retail", RecordingBackend(["hi", ChatBackendError("connection refused")]))
     env.reset(seed=0)
-    _, reward, term, trunc, info = env.step("Hello!")
-    assert trunc and info["termination_reason"] == "user_error" and reward == 0.0
-    assert "connection refused" in info["user_error"]
+    _, reward, _, trunc, info = env.step("Hello!")
+    assert trunc and info["termination_reason"] == "simulator_error" and reward == 0.0
+    assert "connection refused" in info["simulator_error"]
     env = make("retail", RecordingBackend([ChatBackendError("connection refused")]))
-    with pytest.raises(UserSimulatorError, match="could not open the conversation.*refused"):
+    with pytest.raises(UserSimulatorError, match="could not open the conversation.*refused") as err:
         env.reset(seed=0)
+    assert isinstance(err.value.__cause__, ChatBackendError)  # the CLI's backend_error
 
 
 def test_unseeded_resets_draw_user_seeds_from_the_env_rng():
@@ -153,14 +154,15 @@ def test_llm_user_over_http_configured_like_the_fds_simulator(monkeypatch):
 
     import interactcs_gym  # noqa: F401
 
-    with chat_stub.ChatStub(script=["ok:I want to return an item.", "ok:Thanks! ###STOP###"]) as stub:
+    script = ["ok:I want to return an item.", "ok:Thanks! ###STOP###"]
+    with chat_stub.ChatStub(script=script) as stub:
         monkeypatch.setenv("INTERACTCS_USER_LLM_BASE_URL", stub.url)
         monkeypatch.setenv("INTERACTCS_USER_LLM_MODEL", "stub-model")
         monkeypatch.setenv("INTERACTCS_USER_LLM_API_KEY", "sk-user-test")
         env = gym.make("Tau2-Retail-v0")
         obs, _ = env.reset(seed=7)
         assert obs == "I want to return an item."
-        obs, reward, term, trunc, info = env.step("Which item would you like to return?")
+        obs, _, term, _, info = env.step("Which item would you like to return?")
         assert term and info["termination_reason"] == "user_stop" and obs == "Thanks! ###STOP###"
         env.close()
     first, second = stub.requests

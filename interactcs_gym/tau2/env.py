@@ -92,10 +92,12 @@ class Tau2Env(DialogueEnv):
 
     The task is the ``task`` option of ``reset`` (an ``int`` index into the split, or a ``str``
     task id), else the ``user_index`` option ``u`` (what the evaluation CLI passes for user ``u``:
-    task ``u % len(split)``), else the ``task`` argument, else the split's task number ``seed % len(split)``
-    (``reset(seed=s)``), or the next task of the split after the previous one when ``reset`` gets
-    no seed (the first unseeded reset takes task 0). A split's tasks are in the task set's order. The domain database and the user's device are set to the task's
-    initial state with the official ``Environment.set_state``.
+    task ``u % len(split)``), else the ``task`` argument, else the split's task number
+    ``seed % len(split)`` (``reset(seed=s)``), or the next task of the split after the previous
+    one when ``reset`` gets no seed (the first unseeded reset takes task 0). A split's tasks are in
+    the task set's order. The domain database and the user's device are set to the task's initial
+    state with the official ``Environment.set_state``. Tasks scored by natural-language assertions
+    (which need τ²-bench's LLM judge; only the ``mock`` domain has them) are refused.
 
     ## Episode End
 
@@ -105,9 +107,11 @@ class Tau2Env(DialogueEnv):
     * Truncation: the official step budget ``max_steps`` is used up (``"max_steps"``; every
       message of the agent, the user and the environment is one step, as in τ²-bench's
       orchestrator, default 200), or the simulated user failed after its retries
-      (``"user_error"``, with the error in ``info["user_error"]``; official reward 0, as for
-      τ²-bench's ``too_many_errors``). A user that cannot even open the conversation makes
-      ``reset`` raise ``UserSimulatorError`` (an outage of the user's server, not an episode).
+      (``"simulator_error"``, as in FDS, with the error in ``info["simulator_error"]``; official
+      reward 0, as for τ²-bench's ``too_many_errors``). A user that cannot even open the
+      conversation makes ``reset`` raise ``UserSimulatorError`` from the back-end's error (an
+      outage of the user's server, not an episode: the evaluation CLI records ``backend_error``
+      and replays the episode on the next run).
 
     ## Arguments
 
@@ -121,19 +125,26 @@ class Tau2Env(DialogueEnv):
 
     | argument | default | meaning |
     |---|---|---|
-    | ``domain`` | (id) | ``retail``, ``airline``, ``telecom`` (also ``telecom-workflow``, ``mock``) |
-    | ``split`` | ``"base"`` | ``base`` (all tasks), ``train``, ``test`` (official ``split_tasks.json``) |
+    | ``domain`` | (id) | ``retail``, ``airline``, ``telecom`` (``telecom-workflow``, ``mock``) |
+    | ``split`` | ``"base"`` | ``base`` (all tasks), ``train``, ``test`` (``split_tasks.json``) |
     | ``task`` | None | fix the task: ``int`` index into the split or ``str`` task id |
     | ``tasks`` | None | own task set: JSON file or list of tasks (official ``Task`` model) |
     | ``split_file`` | None | own split file ``{split: [task ids]}`` |
     | ``db_path`` | None | own domain database (official data model), e.g. for airline |
     | ``user_simulator`` | ``"llm"`` | ``llm`` (chat back-end) or ``scripted`` |
-    | ``user_simulator_kwargs`` | None | ``llm``: ``backend`` (name, dict or ``ChatBackend``), ``base_url``, ``model``, ``api_key``, ``timeout`` (else ``INTERACTCS_USER_LLM_*`` / ``INTERACTCS_LLM_*`` env vars), ``sampling`` (over ``{"temperature": 0.0}``), ``max_reasks`` (2), ``seed_requests`` (True), as for the FDS LLM simulator; ``scripted``: ``script`` |
+    | ``user_simulator_kwargs`` | None | see below |
     | ``max_steps`` | 200 | official step budget (τ²-bench's default) |
     | ``cost_weights`` | None | multiplier per cost kind, e.g. ``{"refund": 0.0}`` |
     | ``tools_in_prompt`` | True | put the action protocol and tool schemas in the system prompt |
-    | ``tool_role`` | ``"tool"`` | role of tool results and notices; ``"user"``: user messages marked ``[tool]`` (for servers that refuse ``tool`` messages without call ids) |
+    | ``tool_role`` | ``"tool"`` | role of tool results and notices, or ``"user"`` (see below) |
     | ``max_action_chars`` / ``max_observation_chars`` | 16384 / 65536 | space bounds |
+
+    ``user_simulator_kwargs`` of the ``llm`` user, as for the FDS LLM simulator: ``backend`` (a
+    name, a config dict or a ``ChatBackend``), ``base_url``, ``model``, ``api_key``, ``timeout``
+    (unset ones come from ``INTERACTCS_USER_LLM_*`` / ``INTERACTCS_LLM_*``), ``sampling`` (over
+    ``{"temperature": 0.0}``), ``max_reasks`` (2), ``seed_requests`` (True); of the ``scripted``
+    user: ``script``. ``tool_role="user"`` sends tool results and notices as ``user`` messages
+    that start with ``[tool]``, for servers that refuse ``tool`` messages without call ids.
 
     ``reset(options=...)``: ``task`` (``int`` index or ``str`` id); ``user_index`` (``int``,
     task ``u % len(split)``); ``user_script`` (scripted user only: the script of this episode).
@@ -147,7 +158,7 @@ class Tau2Env(DialogueEnv):
     they are not repeated on every step, to keep logged infos small. Every ``info`` has
     ``tool_calls`` and ``user_tool_calls`` (this step's executed calls of the agent and of the
     user's device: name, arguments, result, error), ``step_count`` (official steps so far), and
-    ``reward_info``, ``tau2_metrics``, ``db_hash`` and ``user_error``, which are None until the
+    ``reward_info``, ``tau2_metrics``, ``db_hash`` and ``simulator_error``, which are None until the
     last step. There ``reward_info`` is the official ``RewardInfo`` (JSON),
     ``tau2_metrics`` the paper's parts (``pass``, ``communicate``, ``db``, ``action_reward``,
     ``actions_matched``, ``actions_total``; :mod:`interactcs_gym.tau2.metrics`) and ``db_hash`` the
@@ -233,8 +244,8 @@ class Tau2Env(DialogueEnv):
         basis = {str(getattr(b, "value", b)) for b in
                  (task.evaluation_criteria.reward_basis if task.evaluation_criteria else [])}
         if "NL_ASSERTION" in basis:
-            raise ValueError(f"task {task.id!r} is scored by natural-language assertions, which need "
-                             f"τ²-bench's LLM judge; the Tau2 envs do not support such tasks")
+            raise ValueError(f"task {task.id!r} is scored by natural-language assertions, which "
+                             f"need τ²-bench's LLM judge; the Tau2 envs do not support such tasks")
         environment = self._make_environment()
         seed = self._seed_of_episode()
         self._episode = Episode(domain=self._evaluation_domain, task=task, environment=environment,
@@ -245,11 +256,12 @@ class Tau2Env(DialogueEnv):
         self._task_info = {"domain": self.domain, "split": self.split, "index": index,
                            "task_id": task.id}
         messages = self._episode.start()
-        if self._episode.user_error is not None:
+        if self._episode.simulator_error is not None:
             from interactcs_gym.tau2.users import UserSimulatorError
 
             raise UserSimulatorError(f"the simulated user could not open the conversation of "
-                                     f"task {task.id!r}: {self._episode.user_error}")
+                                     f"task {task.id!r}: {self._episode.simulator_error}"
+                                     ) from self._episode.simulator_exception
         chat = [self._env_role(_to_chat(m)) for m in self._episode.trajectory() if _agent_sees(m)]
         self._prefix = chat[:-1]
         last = chat[-1] if chat else {"role": "tool", "content": ENDED}
@@ -310,7 +322,8 @@ class Tau2Env(DialogueEnv):
             return ids.index(choice)
         index = int(choice)
         if not -n <= index < n:
-            raise ValueError(f"task index {index} out of range for split {self.split!r} ({n} tasks)")
+            raise ValueError(f"task index {index} out of range for split {self.split!r} "
+                             f"({n} tasks)")
         return index % n
 
     def _seed_of_episode(self) -> int | None:
@@ -398,7 +411,7 @@ class Tau2Env(DialogueEnv):
             extra.update(self._final_info(task))
             reward = float(extra["reward_info"]["reward"])
             reason = self._termination_reason(replies)
-            truncated = reason in ("max_steps", "user_error")
+            truncated = reason in ("max_steps", "simulator_error")
             terminated = not truncated
         message = self._env_role({"role": role, "content": observation})
         role, observation = message["role"], message["content"]
@@ -419,8 +432,8 @@ class Tau2Env(DialogueEnv):
         from tau2.user.base import OUT_OF_SCOPE, TRANSFER
 
         episode = self._episode
-        if episode.user_error is not None:
-            return "user_error"
+        if episode.simulator_error is not None:
+            return "simulator_error"
         reason = getattr(episode.termination, "value", str(episode.termination))
         last = replies[-1].content or "" if replies else ""
         if reason == "user_stop":
@@ -436,7 +449,7 @@ class Tau2Env(DialogueEnv):
         return {"tool_calls": tool_call_records(new, "assistant"),
                 "user_tool_calls": tool_call_records(new, "user"),
                 "step_count": self._episode.step_count, "reward_info": None,
-                "tau2_metrics": None, "db_hash": None, "user_error": None}
+                "tau2_metrics": None, "db_hash": None, "simulator_error": None}
 
     def _final_info(self, task: Any) -> dict[str, Any]:
         from interactcs_gym.tau2 import official
@@ -456,7 +469,7 @@ class Tau2Env(DialogueEnv):
         return {"reward_info": reward_info,
                 "tau2_metrics": episode_metrics(reward_info, len(gold or []), premature),
                 "db_hash": episode.environment.get_db_hash(),
-                "user_error": episode.user_error}
+                "simulator_error": episode.simulator_error}
 
 
 def _done_schema() -> dict[str, Any]:

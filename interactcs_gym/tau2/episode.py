@@ -48,7 +48,8 @@ class ExternalAgent(LocalAgent[list]):
 class Episode:
     """The official orchestrator for one task, advanced by :meth:`act`.
 
-    ``user_error`` holds the simulated user's failure when it ended the episode (the official
+    ``simulator_error`` holds the simulated user's failure when it ended the episode, and
+    ``simulator_exception`` the exception itself (the official
     termination is then ``too_many_errors``, which the official evaluator scores 0).
     """
 
@@ -60,7 +61,8 @@ class Episode:
         self.orchestrator = Orchestrator(domain=domain, agent=self.agent, user=user,
                                          environment=environment, task=task,
                                          max_steps=max_steps, seed=seed)
-        self.user_error: str | None = None
+        self.simulator_error: str | None = None
+        self.simulator_exception: BaseException | None = None
         self._calls = 0
 
     # ------------------------------------------------------------------ driving
@@ -92,7 +94,8 @@ class Episode:
         except Exception as exc:  # the simulated user failed (back-end down, invalid message)
             if not user_turn:
                 raise
-            self.user_error = f"{type(exc).__name__}: {exc}"
+            self.simulator_error = f"{type(exc).__name__}: {exc}"
+            self.simulator_exception = exc
             orch.done = True
             orch.termination_reason = TerminationReason.TOO_MANY_ERRORS
             return

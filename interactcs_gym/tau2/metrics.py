@@ -18,16 +18,17 @@ Per episode, from the official ``RewardInfo`` of its last step (``info["reward_i
 An episode the official evaluator scores as premature (step limit reached, simulated user failed,
 evaluation failed) gets 0 on every part.
 
-:data:`TAU2_METRICS` is the evaluation CLI's metric family for the Tau2 ids (``Tau2Env.metric_family``
-names it): ``python -m interactcs_gym.evaluate --env Tau2-Retail-v0 ...`` and its ``report`` show
-Pass@1, Comm. rate, DB rate, action reward, the matched gold actions (summed over the tasks, as the
-paper's column), the session cost in dollars and the turns. An episode whose agent failed (raised,
-or returned a non-``str``) scores 0 on every part.
+:data:`TAU2_METRICS` is the evaluation CLI's metric family for the Tau2 ids
+(``Tau2Env.metric_family`` names it): ``python -m interactcs_gym.evaluate --env Tau2-Retail-v0``
+and its ``report`` show Pass@1, Comm. rate, DB rate, action reward, the matched gold actions
+(summed over the tasks, as the paper's column), the session cost in dollars and the turns. An
+episode whose agent failed (raised, or returned a non-``str``) scores 0 on every part.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from interactcs_gym.evaluation.metrics import STATUS_AGENT_ERROR, Metric, MetricFamily
 

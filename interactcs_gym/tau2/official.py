@@ -22,7 +22,8 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 TAU2_RELEASE = "v0.2.0"
 TAU2_REPOSITORY = "https://github.com/sierra-research/tau2-bench"
@@ -64,7 +65,8 @@ def require_tau2() -> Any:
     try:
         import tau2
     except ImportError as exc:
-        raise Tau2NotInstalledError(f"τ²-bench is not installed ({exc}).\n\n{INSTALL_HINT}") from exc
+        raise Tau2NotInstalledError(
+            f"τ²-bench is not installed ({exc}).\n\n{INSTALL_HINT}") from exc
     try:
         from tau2.registry import registry
     except ImportError as exc:

@@ -58,8 +58,8 @@ def parse_action(action: str) -> ParsedAction:
     """Read one agent action; never raises (a malformed tool call comes back with ``error``)."""
     body = strip_think(action).strip()
     if not body:
-        return ParsedAction(error="Your turn was empty. Write a message to the user, or a tool call "
-                                  'as JSON: {"name": "<tool>", "arguments": {...}}.')
+        return ParsedAction(error="Your turn was empty. Write a message to the user, or a tool "
+                                  'call as JSON: {"name": "<tool>", "arguments": {...}}.')
     tagged = _TOOL_CALL_TAG.findall(body)
     if tagged:
         calls, error = _read_calls([t.strip() for t in tagged])
@@ -113,8 +113,8 @@ def _read_call(item: Any) -> tuple[ToolCallRequest | None, str | None]:
     if isinstance(item, dict) and isinstance(item.get("function"), dict):
         item = item["function"]  # OpenAI's {"type": "function", "function": {...}} wrapper
     if not isinstance(item, dict):
-        return None, (f"A tool call must be a JSON object with keys \"name\" and \"arguments\", got "
-                      f"{type(item).__name__}.")
+        return None, (f"A tool call must be a JSON object with keys \"name\" and "
+                      f"\"arguments\", got {type(item).__name__}.")
     name = item.get("name")
     if not isinstance(name, str) or not name:
         return None, 'A tool call needs a "name": the tool to call, as a string.'

@@ -71,7 +71,8 @@ class ScriptedUser(BaseUser):
     def set_seed(self, seed: int) -> None:
         """A script has no randomness."""
 
-    def generate_next_message(self, message: Any, state: UserState) -> tuple[UserMessage, UserState]:
+    def generate_next_message(self, message: Any, state: UserState
+                              ) -> tuple[UserMessage, UserState]:
         _append(state, message)
         item: ScriptItem = self.script[self._cursor] if self._cursor < len(self.script) else STOP
         self._cursor += 1
