@@ -71,6 +71,9 @@ def require_tau2() -> Any:
         from tau2.registry import registry
     except ImportError as exc:
         where = getattr(tau2, "__file__", None) or list(getattr(tau2, "__path__", []))
+        if _has_module("tau2.registry"):  # τ²-bench itself, with a dependency missing or broken
+            raise Tau2NotInstalledError(f"τ²-bench ({where}) failed to import: {exc}. Reinstall it "
+                                        f"with its dependencies.\n\n{INSTALL_HINT}") from exc
         raise Tau2NotInstalledError(
             f"The installed `tau2` ({where}) is not τ²-bench: it has no tau2.registry ({exc}). "
             f"It is probably the unrelated PyPI package; `pip uninstall tau2` first.\n\n"
@@ -88,6 +91,15 @@ def require_tau2() -> Any:
             f"TAU2_DATA_DIR to the `data` folder of your tau2-bench checkout before the first "
             f"import of tau2 (a regular pip install does not ship the data).\n\n{INSTALL_HINT}")
     return registry
+
+
+def _has_module(name: str) -> bool:
+    from importlib.util import find_spec
+
+    try:
+        return find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _installed_from() -> Path | None:
