@@ -1,0 +1,150 @@
+"""Transformers rollout engine: batched ``model.generate`` with left padding (CPU and GPU).
+
+The engine samples from the training model itself (no copy, nothing to sync). Under DeepSpeed
+ZeRO-3 or FSDP the parameters are gathered for generation by TRL's ``unwrap_model_for_generation``.
+
+Log-probabilities: temperature, top-k and top-p are applied by logits processors that this engine
+passes to ``generate`` (the generation config itself asks for plain sampling), followed by
+:class:`SampledLogprobRecorder`, which therefore sees the final sampling distribution of each step
+and records the log-probability of the token drawn from it. Memory stays at one ``batch x vocab``
+row per step instead of the ``steps x batch x vocab`` of ``output_scores=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers.generation.logits_process import (
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from cmpo.engines.base import Generation, GenerationEngine, SamplingParams, cut_at_stop
+
+
+class SampledLogprobRecorder(LogitsProcessor):
+    """Last logits processor of a ``generate`` call: keeps ``log_softmax`` of the step's scores and,
+    at the next step (once the sampled token is in ``input_ids``), stores that token's log-prob."""
+
+    def __init__(self) -> None:
+        self.logprobs: list[torch.Tensor] = []
+        self._pending: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self._pending is not None:
+            self.logprobs.append(self._pending.gather(1, input_ids[:, -1:]).squeeze(1))
+        self._pending = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def finish(self, completion_ids: torch.Tensor) -> torch.Tensor:
+        """``(batch, n_new)`` log-probs of ``completion_ids`` (the new tokens ``generate`` returned)."""
+        n_new = completion_ids.shape[1]
+        rows = list(self.logprobs[:n_new])
+        if len(rows) < n_new and self._pending is not None:
+            rows.append(self._pending.gather(1, completion_ids[:, len(rows):len(rows) + 1]).squeeze(1))
+        if len(rows) != n_new:
+            raise RuntimeError(f"recorded {len(rows)} log-prob steps for {n_new} generated tokens")
+        self.logprobs, self._pending = [], None
+        return torch.stack(rows, dim=1) if rows else completion_ids.new_zeros((len(completion_ids), 0),
+                                                                              dtype=torch.float32)
+
+
+class TransformersEngine(GenerationEngine):
+    """Batched sampling with ``transformers``' ``generate``.
+
+    Args:
+        model: the policy (possibly wrapped by accelerate: DDP, DeepSpeed, FSDP).
+        tokenizer: its tokenizer (only ``pad_token_id`` is used).
+        sampling: :class:`SamplingParams`; ``stop_token_ids`` must be set.
+        accelerator: the trainer's ``Accelerator`` (``None`` for a bare model).
+        max_batch_size: most prompts per ``generate`` call (longer batches are split; 0 = no limit).
+    """
+
+    def __init__(self, model, tokenizer, sampling: SamplingParams, *, accelerator=None,
+                 max_batch_size: int = 0) -> None:
+        if not sampling.stop_token_ids:
+            raise ValueError("sampling.stop_token_ids is empty: an agent turn would never end; "
+                             "use cmpo.engines.stop_token_ids_for(tokenizer)")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.sampling = sampling
+        self.accelerator = accelerator
+        self.max_batch_size = int(max_batch_size)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if pad is None:
+            raise ValueError("the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token")
+        self.pad_token_id = int(pad)
+
+    def _processors(self) -> tuple[LogitsProcessorList, SampledLogprobRecorder]:
+        s = self.sampling
+        procs = LogitsProcessorList()
+        if not s.greedy:
+            if s.temperature != 1.0:
+                procs.append(TemperatureLogitsWarper(s.temperature))
+            if s.top_k > 0:
+                procs.append(TopKLogitsWarper(s.top_k))
+            if s.top_p < 1.0:
+                procs.append(TopPLogitsWarper(s.top_p))
+        recorder = SampledLogprobRecorder()
+        procs.append(recorder)
+        return procs, recorder
+
+    def _generation_config(self) -> GenerationConfig:
+        # Plain sampling/argmax: the warpers are ours (see _processors), so none are added here.
+        return GenerationConfig(max_new_tokens=self.sampling.max_new_tokens,
+                                do_sample=not self.sampling.greedy, temperature=1.0, top_k=None,
+                                top_p=None, eos_token_id=list(self.sampling.stop_token_ids),
+                                pad_token_id=self.pad_token_id, use_cache=True)
+
+    @contextlib.contextmanager
+    def _unwrapped(self):
+        if self.accelerator is None:
+            yield self.model
+            return
+        from trl.models.utils import unwrap_model_for_generation
+
+        with unwrap_model_for_generation(self.model, self.accelerator) as unwrapped:
+            yield unwrapped
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]]) -> list[Generation]:
+        if not prompts:
+            return []
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        size = self.max_batch_size or len(prompts)
+        # Similar lengths share a call, so that little compute goes to padding.
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        out: list[Generation | None] = [None] * len(prompts)
+        with self._unwrapped() as model:
+            was_training = model.training
+            model.eval()
+            try:
+                for start in range(0, len(order), size):
+                    chunk = order[start:start + size]
+                    for i, gen in zip(chunk, self._generate_batch(model, [prompts[i] for i in chunk])):
+                        out[i] = gen
+            finally:
+                model.train(was_training)
+        return out  # type: ignore[return-value]
+
+    def _generate_batch(self, model, prompts: list[list[int]]) -> list[Generation]:
+        device = next(model.parameters()).device
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(prompts):  # left padding: every prompt ends at the same column
+            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids):] = 1
+        processors, recorder = self._processors()
+        sequences = model.generate(input_ids=input_ids.to(device),
+                                   attention_mask=attention_mask.to(device),
+                                   generation_config=self._generation_config(),
+                                   logits_processor=processors)
+        new_ids = sequences[:, width:]
+        logprobs = recorder.finish(new_ids).cpu().tolist()
+        return [cut_at_stop(ids, lps, self.sampling.stop_token_ids)
+                for ids, lps in zip(new_ids.cpu().tolist(), logprobs)]
