@@ -63,3 +63,8 @@ def register_toy_env() -> str:
     if TOY_ENV_ID not in gym.registry:
         gym.register(id=TOY_ENV_ID, entry_point=ToyKeywordEnv, disable_env_checker=True)
     return TOY_ENV_ID
+
+
+# `gym.make("tests.toy_text_env:ToyKeyword-v0")` imports this module, which must register the id
+# (how gymnasium loads a third-party package's envs; the trainer's CLI tests use it).
+register_toy_env()
