@@ -59,6 +59,20 @@ class ToyKeywordEnv(gym.Env):
         return info
 
 
+class ToyAgent:
+    """A scripted agent for the toy env (``interactcs_gym.agents.Agent`` interface): first a long
+    greeting, then the word the user asked for."""
+
+    def reset(self, *, seed=None):
+        self.turn = 0
+
+    def act(self, observation, info):
+        self.turn += 1
+        if self.turn == 1:
+            return "Hello, I am here to help you today."
+        return observation.rstrip(".").split()[-1]
+
+
 def register_toy_env() -> str:
     if TOY_ENV_ID not in gym.registry:
         gym.register(id=TOY_ENV_ID, entry_point=ToyKeywordEnv, disable_env_checker=True)
