@@ -16,6 +16,17 @@ pytest.importorskip("trl")
 
 from cmpo.checkpoint import checkpoints, latest_checkpoint  # noqa: E402
 
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """accelerate keeps one process-wide state; each run here starts from a clean one (SFTConfig,
+    for one, turns bf16 on by default)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPARED = ("cost/lambda", "cost/pid_p", "cost/pid_i", "loss/loss", "loss/policy_loss", "loss/entropy",
             "loss/grad_norm", "loss/approx_kl", "rollout/outcome", "rollout/session_cost",

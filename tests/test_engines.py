@@ -196,12 +196,14 @@ class FakeVLLMClient:
 
 def _trl_generation(mode, model, **attrs):
     """TRL's real VLLMGeneration object, built without starting vLLM (its __init__ needs CUDA)."""
-    from accelerate import Accelerator
+    from types import SimpleNamespace
+
     from trl.distributed import DistributedBackend
     from trl.generation.vllm_generation import VLLMGeneration
 
     gen = object.__new__(VLLMGeneration)
-    accelerator = Accelerator(cpu=True)
+    accelerator = SimpleNamespace(is_main_process=True,  # a single CPU process, as accelerate describes it
+                                  state=SimpleNamespace(deepspeed_plugin=None, fsdp_plugin=None))
     gen.model, gen.accelerator, gen._dist = model, accelerator, DistributedBackend(accelerator)
     gen.mode, gen.enable_sleep_mode, gen._weight_metadata = mode, False, None
     for key, value in attrs.items():

@@ -15,6 +15,17 @@ from cmpo.config import CMPOConfig  # noqa: E402
 from tests.toy_text_env import register_toy_env  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """accelerate keeps one process-wide state; each run here starts from a clean one (SFTConfig,
+    for one, turns bf16 on by default)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def _config(tmp_path, tiny_model_dir, **overrides):
     base = dict(output_dir=str(tmp_path / "run"), model_name_or_path=tiny_model_dir, env_id=register_toy_env(),
                 env_kwargs={"max_turns": 2, "long_turn_chars": 0}, group_size=2, groups_per_step=2,
