@@ -40,7 +40,7 @@ class CMPOTrainer:
     """
 
     def __init__(self, config: CMPOConfig, *, model=None, tokenizer=None) -> None:
-        from accelerate import Accelerator
+        from accelerate import Accelerator, PartialState
         from accelerate.utils import set_seed
         from transformers import get_scheduler
 
@@ -54,15 +54,20 @@ class CMPOTrainer:
 
         cfg = self.config = config
         self.output_dir = Path(cfg.output_dir)
-        probe = Accelerator()  # how many processes: the batch split depends on it
-        cfg.check_batch(probe.num_processes)
-        self.grad_accum = cfg.gradient_accumulation_steps(probe.num_processes)
+        num_processes = PartialState().num_processes  # the batch split depends on it
+        cfg.check_batch(num_processes)
+        self.grad_accum = cfg.gradient_accumulation_steps(num_processes)
         bf16 = cfg.bf16 if cfg.bf16 is not None else (torch.cuda.is_available()
                                                        and torch.cuda.is_bf16_supported())
         self.accelerator = acc = Accelerator(
             gradient_accumulation_steps=self.grad_accum, mixed_precision="bf16" if bf16 else "no",
             log_with=cfg.report_to or None, project_dir=str(self.output_dir))
         set_seed(cfg.seed, device_specific=True)
+        if acc.state.deepspeed_plugin is not None:  # "auto" values accelerate cannot infer here
+            ds = acc.state.deepspeed_plugin.deepspeed_config
+            ds["train_micro_batch_size_per_gpu"] = cfg.micro_batch_size
+            if ds.get("gradient_clipping", "auto") == "auto":
+                ds["gradient_clipping"] = cfg.max_grad_norm
 
         if cfg.build_tiny_model and not Path(cfg.model_name_or_path).exists():
             if acc.is_main_process:
@@ -88,8 +93,11 @@ class CMPOTrainer:
                                   top_p=cfg.top_p, top_k=cfg.top_k,
                                   stop_token_ids=stop_token_ids_for(
                                       self.tokenizer, getattr(model, "generation_config", None)))
+        # transformers samples from the prepared model itself; vLLM gets the bare one, whose
+        # parameter names are the checkpoint's (no DDP "module." prefix) for the weight sync
+        engine_model = self.model if cfg.engine == "transformers" else acc.unwrap_model(self.model)
         self.engine = make_engine(
-            cfg.engine, self.model, self.tokenizer, sampling, accelerator=acc,
+            cfg.engine, engine_model, self.tokenizer, sampling, accelerator=acc,
             max_batch_size=cfg.generation_batch_size,
             **({} if cfg.engine != "vllm" else dict(
                 mode=cfg.vllm_mode, server_base_url=cfg.vllm_server_base_url,
@@ -237,8 +245,9 @@ class CMPOTrainer:
                             ref_logprobs=ref, beta=cfg.beta, num_tokens=num_tokens)
                         acc.backward(loss * self.grad_accum)  # accelerate divides by grad_accum
                         if acc.sync_gradients and cfg.max_grad_norm > 0:
-                            grad_norms.append(float(acc.clip_grad_norm_(self.model.parameters(),
-                                                                         cfg.max_grad_norm)))
+                            norm = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                            if norm is not None:  # DeepSpeed clips inside its step (gradient_clipping)
+                                grad_norms.append(float(norm))
                         self.optimizer.step()
                         self.optimizer.zero_grad()
                         if acc.sync_gradients:

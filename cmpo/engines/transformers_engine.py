@@ -1,7 +1,8 @@
 """Transformers rollout engine: batched ``model.generate`` with left padding (CPU and GPU).
 
 The engine samples from the training model itself (no copy, nothing to sync). Under DeepSpeed
-ZeRO-3 or FSDP the parameters are gathered for generation by TRL's ``unwrap_model_for_generation``.
+ZeRO-3 or FSDP the parameters are gathered for generation the way TRL's GRPOTrainer does it
+(``unwrap_model_for_generation``, FSDP ``summon_full_params``).
 
 Log-probabilities: temperature, top-k and top-p are applied by logits processors that this engine
 passes to ``generate`` (the generation config itself asks for plain sampling), followed by
@@ -101,13 +102,18 @@ class TransformersEngine(GenerationEngine):
 
     @contextlib.contextmanager
     def _unwrapped(self):
+        """The bare model, with its parameters whole: gathered under ZeRO-3, summoned under FSDP1
+        (as TRL's GRPOTrainer does for transformers generation)."""
         if self.accelerator is None:
             yield self.model
             return
+        from trl.distributed import DistributedBackend
         from trl.models.utils import unwrap_model_for_generation
 
-        with unwrap_model_for_generation(self.model, self.accelerator) as unwrapped:
-            yield unwrapped
+        with unwrap_model_for_generation(self.model, self.accelerator,
+                                         gradient_checkpointing_kwargs={"use_reentrant": False}) as bare, \
+                DistributedBackend(self.accelerator).summon_full_params(self.model, recurse=False):
+            yield bare
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]]) -> list[Generation]:
