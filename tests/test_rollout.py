@@ -162,3 +162,35 @@ def test_chat_delta_rejects_a_template_that_rewrites_history(tiny):
         delta.delta([{"role": "user", "content": "hi"}])
     with pytest.raises(ValueError, match="stop"):
         ChatDelta(tok, (10**6,))
+
+
+def test_sampling_logprobs_are_what_the_trainer_scores_across_turns(tiny):
+    """Later turns reuse the keys and values of earlier ones (only new tokens are fed); the
+    recorded log-probs must still be those of a full forward pass over the whole dialogue."""
+    from cmpo.modeling import score_tokens
+
+    model, tok = tiny
+    env_id = register_toy_env()
+    sampling = SamplingParams(max_new_tokens=6, temperature=0.8, stop_token_ids=stop_token_ids_for(tok))
+    engine = make_engine("transformers", model, tok, sampling)
+    fed = []
+    original = model.forward
+
+    def counting_forward(*args, **kwargs):
+        fed.append(kwargs["input_ids"].shape[1])
+        return original(*args, **kwargs)
+
+    model.forward = counting_forward
+    try:
+        torch.manual_seed(3)
+        episodes = RolloutCollector(env_id, engine, tok, group_size=2, env_kwargs={"max_turns": 3}).collect([4, 5])
+    finally:
+        del model.forward
+    prefills = [n for n in fed if n > 1]
+    assert len(prefills) == 3 and prefills[1] < episodes[0].prompt_length  # turns 2-3 feed only new tokens
+    for ep in episodes:
+        ids = torch.tensor([ep.token_ids])
+        mask = torch.tensor([ep.agent_mask()], dtype=torch.bool)
+        with torch.no_grad():
+            logp, _, cols = score_tokens(model, ids, torch.ones_like(ids), mask, 0.8)
+        assert torch.allclose(logp[0], torch.tensor(ep.logprobs)[cols], atol=1e-4)

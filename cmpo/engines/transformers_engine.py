@@ -4,6 +4,13 @@ The engine samples from the training model itself (no copy, nothing to sync). Un
 ZeRO-3 or FSDP the parameters are gathered for generation the way TRL's GRPOTrainer does it
 (``unwrap_model_for_generation``, FSDP ``summon_full_params``).
 
+Prefix reuse: the keys and values a ``generate`` call computed are kept, and when every prompt of
+the next call extends one dialogue of the previous call (the next turn of the same dialogues, as
+the rollout collector asks), only the new tokens are fed: each turn costs the prefill of its
+user reply, not of the whole dialogue (vLLM's prefix caching plays this part on GPUs). Any other
+call, or ``sync_weights`` (new weights), starts afresh. Batches split by ``max_batch_size`` are
+not reused.
+
 Log-probabilities: temperature, top-k and top-p are applied by logits processors that this engine
 passes to ``generate`` (the generation config itself asks for plain sampling), followed by
 :class:`SampledLogprobRecorder`, which therefore sees the final sampling distribution of each step
@@ -16,7 +23,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers import DynamicCache, GenerationConfig, LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import (
     TemperatureLogitsWarper,
     TopKLogitsWarper,
@@ -78,6 +85,7 @@ class TransformersEngine(GenerationEngine):
         if pad is None:
             raise ValueError("the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token")
         self.pad_token_id = int(pad)
+        self._prefix: _PrefixCache | None = None
 
     def _processors(self) -> tuple[LogitsProcessorList, SampledLogprobRecorder]:
         s = self.sampling
@@ -98,7 +106,8 @@ class TransformersEngine(GenerationEngine):
         return GenerationConfig(max_new_tokens=self.sampling.max_new_tokens,
                                 do_sample=not self.sampling.greedy, temperature=1.0, top_k=None,
                                 top_p=None, eos_token_id=list(self.sampling.stop_token_ids),
-                                pad_token_id=self.pad_token_id, use_cache=True)
+                                pad_token_id=self.pad_token_id, use_cache=True,
+                                return_dict_in_generate=True)
 
     @contextlib.contextmanager
     def _unwrapped(self):
@@ -122,35 +131,106 @@ class TransformersEngine(GenerationEngine):
         if any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
         size = self.max_batch_size or len(prompts)
-        # Similar lengths share a call, so that little compute goes to padding.
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         out: list[Generation | None] = [None] * len(prompts)
         with self._unwrapped() as model:
             was_training = model.training
             model.eval()
             try:
+                rows = self._prefix.match(prompts) if self._prefix is not None and size >= len(prompts) else None
+                if rows is not None:  # every prompt continues a dialogue of the last call
+                    return self._generate(model, prompts, rows)
+                self._prefix = None
+                # Similar lengths share a call, so that little compute goes to padding.
+                order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
                 for start in range(0, len(order), size):
                     chunk = order[start:start + size]
-                    for i, gen in zip(chunk, self._generate_batch(model, [prompts[i] for i in chunk])):
+                    for i, gen in zip(chunk, self._generate(model, [prompts[i] for i in chunk], None,
+                                                            keep=size >= len(prompts))):
                         out[i] = gen
             finally:
                 model.train(was_training)
         return out  # type: ignore[return-value]
 
-    def _generate_batch(self, model, prompts: list[list[int]]) -> list[Generation]:
+    def sync_weights(self) -> None:
+        """The weights changed: cached keys and values are stale."""
+        self._prefix = None
+
+    def _generate(self, model, prompts: list[list[int]], rows: list[int] | None, *,
+                  keep: bool = True) -> list[Generation]:
+        """One ``generate`` call; with ``rows``, prompt i continues row ``rows[i]`` of the cache
+        and only its new tokens are fed (left-padded after the cached columns)."""
         device = next(model.parameters()).device
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, ids in enumerate(prompts):  # left padding: every prompt ends at the same column
-            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[row, width - len(ids):] = 1
+        cache, past_ids, past_mask = None, None, None
+        if rows is not None:
+            cache, past_ids, past_mask, prompts_new = self._prefix.select(rows, prompts)
+        else:
+            prompts_new = prompts
+        width = max(len(p) for p in prompts_new)
+        new_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
+        new_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(prompts_new):  # left padding: every prompt ends at the same column
+            new_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            new_mask[row, width - len(ids):] = 1
+        input_ids = new_ids if past_ids is None else torch.cat([past_ids, new_ids], dim=1)
+        attention_mask = new_mask if past_mask is None else torch.cat([past_mask, new_mask], dim=1)
+        if cache is None:
+            cache = DynamicCache(config=model.config)
         processors, recorder = self._processors()
-        sequences = model.generate(input_ids=input_ids.to(device),
-                                   attention_mask=attention_mask.to(device),
-                                   generation_config=self._generation_config(),
-                                   logits_processor=processors)
-        new_ids = sequences[:, width:]
-        logprobs = recorder.finish(new_ids).cpu().tolist()
-        return [cut_at_stop(ids, lps, self.sampling.stop_token_ids)
-                for ids, lps in zip(new_ids.cpu().tolist(), logprobs)]
+        out = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                             past_key_values=cache, generation_config=self._generation_config(),
+                             logits_processor=processors)
+        generated = out.sequences[:, input_ids.shape[1]:]
+        logprobs = recorder.finish(generated).cpu().tolist()
+        gens = [cut_at_stop(ids, lps, self.sampling.stop_token_ids)
+                for ids, lps in zip(generated.cpu().tolist(), logprobs)]
+        self._prefix = _PrefixCache.after(out.past_key_values, out.sequences.cpu(), attention_mask,
+                                          gens) if keep else None
+        return gens
+
+
+class _PrefixCache:
+    """The keys and values the last ``generate`` call left, so that the next turn of the same
+    dialogues feeds only its new tokens (what vLLM's prefix caching does on GPUs).
+
+    Column j of the cache holds token ``ids[r, j]`` of row r; ``mask[r, j] = 1`` when that token
+    belongs to the row's dialogue (0 for padding, and for the pad tokens ``generate`` feeds a row
+    after its turn ended). ``tokens[r]`` is the row's dialogue so far (its unmasked ids).
+    """
+
+    def __init__(self, kv, ids: torch.Tensor, mask: torch.Tensor) -> None:
+        self.kv, self.ids, self.mask = kv, ids, mask
+        self.tokens = [tuple(row[m.bool()].tolist()) for row, m in zip(ids, mask)]
+        self.by_prefix = {(len(t), t): r for r, t in enumerate(self.tokens)}
+        self.lengths = sorted({len(t) for t in self.tokens})
+
+    @classmethod
+    def after(cls, kv, sequences: torch.Tensor, attention_mask: torch.Tensor,
+              gens: list[Generation]) -> "_PrefixCache | None":
+        width = attention_mask.shape[1]
+        length = kv.get_seq_length()  # the last sampled token was never fed: one column short
+        if length != sequences.shape[1] - 1:
+            return None
+        produced = torch.zeros((len(gens), sequences.shape[1] - width), dtype=torch.long)
+        for r, gen in enumerate(gens):
+            produced[r, :len(gen.token_ids)] = 1
+        mask = torch.cat([attention_mask.cpu(), produced], dim=1)[:, :length]
+        return cls(kv, sequences[:, :length], mask)
+
+    def match(self, prompts: list[list[int]]) -> list[int] | None:
+        """For each prompt, the row whose dialogue it extends (each row at most once), else None."""
+        rows = []
+        for prompt in prompts:
+            row = next((self.by_prefix[key] for n in reversed(self.lengths) if n < len(prompt)
+                        and (key := (n, tuple(prompt[:n]))) in self.by_prefix), None)
+            if row is None or row in rows:
+                return None
+            rows.append(row)
+        return rows
+
+    def select(self, rows: list[int], prompts: list[list[int]]):
+        """The cache reduced (and reordered) to ``rows``; the prompts' new tokens."""
+        index = torch.tensor(rows, dtype=torch.long)
+        self.kv.batch_select_indices(index.to(self.kv.layers[0].keys.device)
+                                     if hasattr(self.kv, "layers") else index)
+        new = [prompt[len(self.tokens[r]):] for prompt, r in zip(prompts, rows)]
+        return self.kv, self.ids[index], self.mask[index], new
