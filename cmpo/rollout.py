@@ -242,6 +242,7 @@ class RolloutCollector:
                 if self._agent_turn(episodes[i], envs[i], gen):
                     still.append(i)
             active = still
+        self.engine.clear_cache()
         self.stats.generated_tokens = sum(ep.num_generated_tokens for ep in episodes)
         self.stats.total_s = time.perf_counter() - start_time
         return episodes

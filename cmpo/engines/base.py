@@ -66,6 +66,9 @@ class GenerationEngine(abc.ABC):
     def sync_weights(self) -> None:
         """Make the engine sample from the trainer's current weights (no-op when they are shared)."""
 
+    def clear_cache(self) -> None:
+        """Drop state kept between calls for the same dialogues (called when a rollout ends)."""
+
     def close(self) -> None:
         """Release the engine's resources."""
 

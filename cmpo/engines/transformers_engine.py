@@ -155,6 +155,9 @@ class TransformersEngine(GenerationEngine):
         """The weights changed: cached keys and values are stale."""
         self._prefix = None
 
+    def clear_cache(self) -> None:
+        self._prefix = None
+
     def _generate(self, model, prompts: list[list[int]], rows: list[int] | None, *,
                   keep: bool = True) -> list[Generation]:
         """One ``generate`` call; with ``rows``, prompt i continues row ``rows[i]`` of the cache
