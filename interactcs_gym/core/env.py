@@ -176,7 +176,9 @@ class DialogueEnv(gym.Env[str, str]):
         # Every call builds new objects: callers keep infos, and gymnasium's checker verifies that
         # two infos never share a mutable object.
         info = {
-            "messages": copy.deepcopy(self._messages),
+            # Messages are flat {str: str} dicts: a copy of each is a full copy, and much cheaper
+            # than deepcopy on the hot path of rollouts.
+            "messages": [dict(m) for m in self._messages],
             "cost": float(cost),
             "cost_total": float(self._cost_total),
             "costs": {str(k): float(v) for k, v in costs.items()},
