@@ -248,3 +248,21 @@ def test_vllm_colocate_weight_sync_loads_weights_into_the_engine(tiny_model_dir)
     engine.sync_weights()
     assert loaded == [name for name, _ in model.named_parameters()]
     assert resets == [True]
+
+
+def test_repeated_prompts_are_prefilled_once_and_sampled_independently(tiny):
+    model, tok = tiny
+    sampling = SamplingParams(max_new_tokens=10, temperature=0.9, stop_token_ids=stop_token_ids_for(tok))
+    engine = make_engine("transformers", model, tok, sampling)
+    a, b = _prompt(tok, "the rider was rude"), _prompt(tok, "my soup is cold and the order is late")
+    prompts = [a, a, a, b, b]
+    torch.manual_seed(0)
+    gens = engine.generate(prompts)
+    assert len({tuple(g.token_ids) for g in gens[:3]}) > 1  # G samples of one prompt differ
+    for prompt, gen in zip(prompts, gens):
+        expected = _forward_logprobs(model, prompt, gen.token_ids, 0.9)
+        assert torch.allclose(expected, torch.tensor(gen.logprobs), atol=1e-4)
+    greedy = make_engine("transformers", model, tok, SamplingParams(max_new_tokens=10, greedy=True,
+                                                                   stop_token_ids=stop_token_ids_for(tok)))
+    shared = greedy.generate(prompts)
+    assert [g.token_ids for g in shared] == [greedy.generate([p])[0].token_ids for p in prompts]

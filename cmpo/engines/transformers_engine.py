@@ -8,8 +8,8 @@ Prefix reuse: the keys and values a ``generate`` call computed are kept, and whe
 the next call extends one dialogue of the previous call (the next turn of the same dialogues, as
 the rollout collector asks), only the new tokens are fed: each turn costs the prefill of its
 user reply, not of the whole dialogue (vLLM's prefix caching plays this part on GPUs). Any other
-call, or ``sync_weights`` (new weights), starts afresh. Batches split by ``max_batch_size`` are
-not reused.
+call, or ``sync_weights`` (new weights), starts afresh; repeated prompts (the G copies of a
+group's opening) are prefilled once. Batches split by ``max_batch_size`` are not reused.
 
 Log-probabilities: temperature, top-k and top-p are applied by logits processors that this engine
 passes to ``generate`` (the generation config itself asks for plain sampling), followed by
@@ -136,8 +136,13 @@ class TransformersEngine(GenerationEngine):
             was_training = model.training
             model.eval()
             try:
-                rows = self._prefix.match(prompts) if self._prefix is not None and size >= len(prompts) else None
-                if rows is not None:  # every prompt continues a dialogue of the last call
+                rows = None
+                if size >= len(prompts):
+                    if self._prefix is not None:  # every prompt continues a dialogue of the last call?
+                        rows = self._prefix.match(prompts)
+                    if rows is None:  # the G prompts of a group are one prompt: prefill it once
+                        self._prefix, rows = _PrefixCache.shared(model, prompts, self.pad_token_id)
+                if rows is not None:
                     return self._generate(model, prompts, rows)
                 self._prefix = None
                 # Similar lengths share a call, so that little compute goes to padding.
@@ -219,6 +224,28 @@ class _PrefixCache:
         mask = torch.cat([attention_mask.cpu(), produced], dim=1)[:, :length]
         return cls(kv, sequences[:, :length], mask)
 
+    @classmethod
+    def shared(cls, model, prompts: list[list[int]], pad_token_id: int):
+        """When prompts repeat (a group's G copies of one opening), prefill each distinct prompt
+        but its last token once; returns (cache, row of each prompt), or (None, None)."""
+        distinct: dict[tuple[int, ...], int] = {}
+        rows = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
+        if len(distinct) == len(prompts) or min(len(p) for p in distinct) < 2:
+            return None, None
+        heads = [list(p[:-1]) for p in distinct]
+        width = max(len(h) for h in heads)
+        ids = torch.full((len(heads), width), pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(heads), width), dtype=torch.long)
+        for r, head in enumerate(heads):
+            ids[r, width - len(head):] = torch.tensor(head, dtype=torch.long)
+            mask[r, width - len(head):] = 1
+        device = next(model.parameters()).device
+        kv = DynamicCache(config=model.config)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: count real tokens only
+        model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+              past_key_values=kv, use_cache=True, logits_to_keep=1)
+        return cls(kv, ids, mask), rows
+
     def match(self, prompts: list[list[int]]) -> list[int] | None:
         """For each prompt, the row whose dialogue it extends (each row at most once), else None."""
         rows = []
@@ -231,7 +258,7 @@ class _PrefixCache:
         return rows
 
     def select(self, rows: list[int], prompts: list[list[int]]):
-        """The cache reduced (and reordered) to ``rows``; the prompts' new tokens."""
+        """The cache reduced to (and reordered, or repeated, as) ``rows``; the prompts' new tokens."""
         index = torch.tensor(rows, dtype=torch.long)
         self.kv.batch_select_indices(index.to(self.kv.layers[0].keys.device)
                                      if hasattr(self.kv, "layers") else index)
