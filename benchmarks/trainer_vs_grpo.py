@@ -117,8 +117,12 @@ def main(argv=None) -> None:
     parser.add_argument("--max_new_tokens", type=int, default=64)
     parser.add_argument("--steps", type=int, default=6, help="steps per run; the first 2 are warm-up")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared CPU)")
     parser.add_argument("--out", default="benchmarks/results/trainer_vs_grpo.json")
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from cmpo.tiny_model import build_tiny_model
