@@ -13,3 +13,17 @@ def tiny_model_dir(tmp_path_factory):
     from cmpo.tiny_model import build_tiny_model
 
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny-model")))
+
+
+# ---------------------------------------------------------------------- LLM back-ends (issue 4)
+@pytest.fixture(scope="session")
+def chat_server(tiny_model_dir):
+    """A real OpenAI-compatible server: ``transformers serve <tiny_model_dir>`` on a free loopback
+    port (model forced), healthy before the first test that uses it, stopped at the end."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    from chat_server import TransformersServer
+
+    server = TransformersServer(tiny_model_dir).start()
+    yield server
+    server.stop()

@@ -148,6 +148,23 @@ class BackendAgent(ToyAgent):
         return super().act(observation, info)
 
 
+class ChatServerAgent(ToyAgent):
+    """An LLM agent whose chat server is down while ``EVAL_TOY_BACKEND_DOWN`` is set: the back-end's
+    typed error arrives wrapped, as a library would re-raise it."""
+
+    def act(self, observation, info):
+        import os
+
+        from interactcs_gym.llm.base import ChatBackendError
+
+        if os.environ.get("EVAL_TOY_BACKEND_DOWN"):
+            try:
+                raise ChatBackendError("connection refused after 4 attempts")
+            except ChatBackendError as exc:
+                raise RuntimeError("agent could not get a reply") from exc
+        return super().act(observation, info)
+
+
 class BrokenJudge:
     """A quality judge whose back-end always fails."""
 

@@ -322,6 +322,25 @@ def test_retry_errors_replays_failed_episodes_and_supersedes_them(tmp_path, monk
     assert main([*base, "--retry-errors"]) == 0 and len(episodes(out)) == 6  # nothing left to retry
 
 
+def test_a_dead_chat_server_stops_the_run_unscored_and_a_rerun_resumes(tmp_path, monkeypatch,
+                                                                       capsys):
+    out = tmp_path / "backend.jsonl"
+    base = ["--env", TOY, "--agent", "eval_toy_env:ChatServerAgent", "--users", 5, "--seeds", 1,
+            "--out", str(out), "--no-progress", "--quiet"]
+    monkeypatch.setenv("EVAL_TOY_BACKEND_DOWN", "1")
+    assert main(base) == 3                       # stopped after 3 back-end failures in a row
+    assert "failed 3 episodes in a row" in capsys.readouterr().err
+    assert [e["status"] for e in episodes(out)] == ["backend_error"] * 3
+    [run] = load_runs([out])
+    assert run.counts["backend_error"] == 3 and run.counts["agent_error"] == 0
+    assert all(agg.n == 0 for agg in run.metrics.values())   # nothing scored
+    monkeypatch.delenv("EVAL_TOY_BACKEND_DOWN")
+    assert main(base) == 0                       # no --retry-errors needed
+    assert "ran 5, already recorded 0" in capsys.readouterr().err
+    [run] = load_runs([out])
+    assert run.episodes == 5 and run.counts["ok"] == 5 and run.counts["backend_error"] == 0
+
+
 def test_a_failing_quality_judge_is_recorded_not_fatal(tmp_path, capsys):
     out = tmp_path / "bj.jsonl"
     assert main(["--env", TOY, "--agent", AGENT, "--users", 2, "--seeds", 1, "--out", str(out),

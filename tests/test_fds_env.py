@@ -19,7 +19,10 @@ from interactcs_gym.fds.env import FoodDeliveryServiceEnv
 from interactcs_gym.judges.base import ProcessRewardJudge, TurnContext, TurnScore
 from interactcs_gym.users.base import AgentTurn, UserReply, UserSimulator
 
-FDS_IDS = [i for i in interactcs_gym.registered_ids() if i.startswith("FDS-")]
+# LLM-backed ids (nondeterministic, need a back-end) get check_env in tests/test_llm_user.py with a
+# deterministic stub server.
+FDS_IDS = [i for i in interactcs_gym.registered_ids()
+           if i.startswith("FDS-") and not gym.spec(i).nondeterministic]
 FDS_EXTRA = ("satisfaction", "voucher_issued", "finished_ok")
 
 

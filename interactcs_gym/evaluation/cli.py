@@ -23,7 +23,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from interactcs_gym.evaluation.runner import DEFAULT_MAX_STEPS, EvaluationError, evaluate
+from interactcs_gym.evaluation.runner import (DEFAULT_MAX_BACKEND_FAILURES, DEFAULT_MAX_STEPS,
+                                              EvaluationError, evaluate)
 from interactcs_gym.evaluation.store import ResultsFileError
 
 
@@ -90,7 +91,11 @@ def make_parser() -> argparse.ArgumentParser:
                         "and reported separately")
     p.add_argument("--retry-errors", action="store_true",
                    help="run again the episodes recorded as agent/env errors (the new line "
-                        "supersedes the old one)")
+                        "supersedes the old one); back-end errors are always run again")
+    p.add_argument("--max-backend-failures", type=positive_int,
+                   default=DEFAULT_MAX_BACKEND_FAILURES,
+                   help="stop the run (exit status 3) after this many episodes in a row failed "
+                        "because a chat back-end (LLM server) kept failing; rerun to resume")
     p.add_argument("--max-steps", type=positive_int, default=DEFAULT_MAX_STEPS,
                    help="safety bound on env steps per episode")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -155,7 +160,8 @@ def run_main(argv: Sequence[str]) -> int:
                           quality_judge_kwargs=args.quality_judge_kwargs, base_seed=args.base_seed,
                           metric_family=args.metric_family, add_run=args.add_run,
                           retry_errors=args.retry_errors, progress=not args.no_progress,
-                          max_steps=args.max_steps)
+                          max_steps=args.max_steps,
+                          max_backend_failures=args.max_backend_failures)
     except (EvaluationError, ResultsFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -164,10 +170,13 @@ def run_main(argv: Sequence[str]) -> int:
         return 130
     if result.report_markdown and not args.quiet:
         print(result.report_markdown)
-    errors = result.counts.get("agent_error", 0) + result.counts.get("env_error", 0)
+    errors = sum(n for status, n in result.counts.items() if status != "ok")
     print(f"{len(result.records)} episodes in {out} (ran {result.ran}, already recorded "
           f"{result.skipped}; {errors} errors) in {result.wall_s:.1f} s"
           + (f"; report {result.report_path}" if result.report_path else ""), file=sys.stderr)
+    if result.stopped:
+        print(f"stopped: {result.stopped}", file=sys.stderr)
+        return 3
     if result.interrupted:
         print(f"interrupted: rerun the same command to resume ({out} keeps every finished episode)",
               file=sys.stderr)

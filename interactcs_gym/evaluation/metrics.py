@@ -37,6 +37,13 @@ from typing import Any, Callable, Iterable, Mapping
 STATUS_OK = "ok"
 STATUS_AGENT_ERROR = "agent_error"
 STATUS_ENV_ERROR = "env_error"
+#: A chat back-end (LLM server of the agent, user simulator or judge) failed after its retries: an
+#: infrastructure failure, not the agent's. Counted, never scored, replayed by the next rerun.
+STATUS_BACKEND_ERROR = "backend_error"
+#: Statuses whose episodes are not scored (counted in the Errors column only).
+UNSCORED_STATUSES = (STATUS_ENV_ERROR, STATUS_BACKEND_ERROR)
+#: Every status, in report order.
+ALL_STATUSES = (STATUS_OK, STATUS_AGENT_ERROR, STATUS_ENV_ERROR, STATUS_BACKEND_ERROR)
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,8 @@ class MetricFamily:
     """Per-episode values of a set of metrics.
 
     ``episode_values(record) -> {metric key: float | None}`` is called for every recorded episode
-    whose status is ``ok`` or ``agent_error`` (env errors are counted, never scored); ``None`` means
+    whose status is ``ok`` or ``agent_error`` (env and back-end errors are counted, never scored);
+    ``None`` means
     "no value for this episode" (e.g. no judge) and is left out of the means.
     ``utility`` / ``cost`` name the metrics of the Pareto plot's y and x axes.
     """
@@ -304,7 +312,7 @@ def summarize_episodes(family: MetricFamily,
     """Every metric of ``family`` over the scored records (status ``ok`` or ``agent_error``)."""
     columns: dict[str, list[tuple[int, float | None]]] = {m.key: [] for m in family.metrics}
     for record in records:
-        if record.get("status") == STATUS_ENV_ERROR:
+        if record.get("status") in UNSCORED_STATUSES:
             continue
         values = family.episode_values(record)
         for key in columns:

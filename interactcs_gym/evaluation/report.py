@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from interactcs_gym.evaluation.metrics import (GENERIC_METRICS, STATUS_AGENT_ERROR, STATUS_ENV_ERROR,
-                                               STATUS_OK, Aggregate, MetricFamily, resolve_family,
-                                               summarize_episodes)
+from interactcs_gym.evaluation.metrics import (ALL_STATUSES, GENERIC_METRICS, STATUS_AGENT_ERROR,
+                                               STATUS_BACKEND_ERROR, STATUS_ENV_ERROR, Aggregate,
+                                               MetricFamily, resolve_family, summarize_episodes)
 from interactcs_gym.evaluation.store import ResultsFileError, latest_by_key, read_results
 
 
@@ -51,8 +51,7 @@ def summarize_run(records: list[Mapping[str, Any]], family: MetricFamily, *, nam
     first = records[0] if records else {}
     qualities = [r.get("quality") for r in records if r.get("quality")]
     judged = [q for q in qualities if not q.get("error")]
-    counts = {s: sum(r.get("status") == s for r in records)
-              for s in (STATUS_OK, STATUS_AGENT_ERROR, STATUS_ENV_ERROR)}
+    counts = {s: sum(r.get("status") == s for r in records) for s in ALL_STATUSES}
     counts["judge_error"] = len(qualities) - len(judged)
     return RunSummary(
         name=name, env_id=str(first.get("env_id", (config or {}).get("env_id", "?"))),
@@ -112,7 +111,8 @@ def _episodes_cell(s: RunSummary) -> str:
 
 def _errors_cell(s: RunSummary) -> str:
     parts = [f"{s.counts.get(k, 0)} {label}" for k, label in
-             ((STATUS_AGENT_ERROR, "agent"), (STATUS_ENV_ERROR, "env"), ("judge_error", "judge"))
+             ((STATUS_AGENT_ERROR, "agent"), (STATUS_ENV_ERROR, "env"),
+              (STATUS_BACKEND_ERROR, "back-end"), ("judge_error", "judge"))
              if s.counts.get(k, 0)]
     return ", ".join(parts) or "0"
 

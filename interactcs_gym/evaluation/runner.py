@@ -31,17 +31,21 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from interactcs_gym.evaluation.metrics import (STATUS_AGENT_ERROR, STATUS_ENV_ERROR, STATUS_OK,
+from interactcs_gym.evaluation.metrics import (ALL_STATUSES, STATUS_AGENT_ERROR,
+                                               STATUS_BACKEND_ERROR, STATUS_ENV_ERROR, STATUS_OK,
                                                MetricFamily, family_spec_for_env,
                                                register_metric_family, resolve_family)
 from interactcs_gym.evaluation.redact import Scrubber, redact_kwargs
 from interactcs_gym.evaluation.store import (SCHEMA_VERSION, ResultsFileError, ResultsStore,
                                              latest_by_key, utc_now)
+from interactcs_gym.llm.base import ChatBackendError
 
 #: Agent seed of episode (u, s) when the env selects users: (base_seed + s) * stride + u.
 AGENT_SEED_STRIDE = 100_003
 #: Safety bound on env steps per episode, for envs that never end on their own.
 DEFAULT_MAX_STEPS = 1000
+#: A run stops after this many back-end errors in a row (a dead server): rerunning resumes it.
+DEFAULT_MAX_BACKEND_FAILURES = 3
 _TRACEBACK_CHARS = 4000
 
 
@@ -97,6 +101,18 @@ def _error(exc: BaseException, phase: str, turn: int) -> dict[str, Any]:
             "traceback": tb}
 
 
+def _failure_status(exc: BaseException, status: str) -> str:
+    """``backend_error`` when a :class:`ChatBackendError` caused ``exc`` (a server that died or timed
+    out after its retries: not the agent's or the env's fault), else ``status``."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, ChatBackendError):
+            return STATUS_BACKEND_ERROR
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return status
+
+
 def _reset_agent(agent: Any, seed: int) -> None:
     reset = getattr(agent, "reset", None)
     if reset is None:
@@ -139,7 +155,9 @@ def run_episode(env: Any, agent: Any, *, user_index: int, seed_index: int, seed:
 
     Status ``ok``; ``agent_error`` when the agent raised or returned a non-``str`` (the dialogue so
     far is kept, the error and a traceback summary are recorded); ``env_error`` when the env raised
-    or did not end within ``max_steps`` steps.
+    or did not end within ``max_steps`` steps; ``backend_error`` when what raised was a chat
+    back-end failing after its retries (:class:`ChatBackendError`, e.g. the agent's or the user
+    simulator's server is down): not scored, and replayed by the next rerun.
     """
     started_at, t0 = utc_now(), time.perf_counter()
     agent_s = env_s = judge_s = 0.0
@@ -154,7 +172,7 @@ def run_episode(env: Any, agent: Any, *, user_index: int, seed_index: int, seed:
         obs, info = env.reset(seed=seed, options=options)
         env_s += time.perf_counter() - t
     except Exception as exc:
-        status, error = STATUS_ENV_ERROR, _error(exc, "reset", 0)
+        status, error = _failure_status(exc, STATUS_ENV_ERROR), _error(exc, "reset", 0)
     if status == STATUS_OK:
         try:
             _reset_agent(agent, seed if agent_seed is None else agent_seed)
@@ -167,7 +185,8 @@ def run_episode(env: Any, agent: Any, *, user_index: int, seed_index: int, seed:
         try:
             action = agent.act(obs, info)
         except Exception as exc:
-            status, error = STATUS_AGENT_ERROR, _error(exc, "agent.act", steps + 1)
+            status = _failure_status(exc, STATUS_AGENT_ERROR)
+            error = _error(exc, "agent.act", steps + 1)
             break
         finally:
             agent_s += time.perf_counter() - t
@@ -181,7 +200,7 @@ def run_episode(env: Any, agent: Any, *, user_index: int, seed_index: int, seed:
         try:
             obs, reward, terminated, truncated, info = env.step(action)
         except Exception as exc:
-            status, error = STATUS_ENV_ERROR, _error(exc, "step", steps + 1)
+            status, error = _failure_status(exc, STATUS_ENV_ERROR), _error(exc, "step", steps + 1)
             break
         finally:
             env_s += time.perf_counter() - t
@@ -368,6 +387,8 @@ class EvaluationResult:
     report_markdown: str = ""
     interrupted: bool = False
     counts: dict[str, int] = field(default_factory=dict)
+    #: Why the run stopped before its last episode (e.g. the chat back-end kept failing), else None.
+    stopped: str | None = None
 
 
 def evaluate(env_id: str, agent: Any, *, users: int, seeds: int, out: str | Path,
@@ -376,11 +397,15 @@ def evaluate(env_id: str, agent: Any, *, users: int, seeds: int, out: str | Path
              quality_judge: Any = None, quality_judge_kwargs: Mapping[str, Any] | None = None,
              base_seed: int = 0, metric_family: str | MetricFamily | None = None,
              add_run: bool = False, retry_errors: bool = False, progress: bool = True,
-             max_steps: int = DEFAULT_MAX_STEPS, write_report: bool = True) -> EvaluationResult:
+             max_steps: int = DEFAULT_MAX_STEPS, write_report: bool = True,
+             max_backend_failures: int = DEFAULT_MAX_BACKEND_FAILURES) -> EvaluationResult:
     """Evaluate ``agent`` on ``env_id`` over ``users`` x ``seeds`` episodes, resuming ``out``.
 
     Episodes already recorded in ``out`` under the same config hash are skipped (with
-    ``retry_errors``, those recorded as errors are run again and the new line supersedes the old).
+    ``retry_errors``, those recorded as errors are run again and the new line supersedes the old);
+    episodes recorded as ``backend_error`` are always run again. After ``max_backend_failures``
+    back-end errors in a row the run stops (``EvaluationResult.stopped`` says why): every finished
+    episode is kept and rerunning the same command resumes once the server is back.
     """
     from tqdm.auto import tqdm
 
@@ -420,7 +445,7 @@ def evaluate(env_id: str, agent: Any, *, users: int, seeds: int, out: str | Path
         keys = [(u, s) for s in range(seeds) for u in range(users)]
         out = Path(out)
         t0 = time.perf_counter()
-        ran, interrupted = 0, False
+        ran, interrupted, stopped, backend_streak = 0, False, None, 0
         try:
             store = ResultsStore(out).open()
         except ResultsFileError as exc:
@@ -429,6 +454,7 @@ def evaluate(env_id: str, agent: Any, *, users: int, seeds: int, out: str | Path
             check_compatible(store, config, config_hash, add_run=add_run)
             done = latest_by_key(store.episodes(config_hash))
             todo = [k for k in keys if k not in done
+                    or done[k].get("status") == STATUS_BACKEND_ERROR
                     or (retry_errors and done[k].get("status") != STATUS_OK)]
             import interactcs_gym
 
@@ -458,6 +484,13 @@ def evaluate(env_id: str, agent: Any, *, users: int, seeds: int, out: str | Path
                     if record["status"] != STATUS_OK:
                         bar.write(f"episode user={u} seed={s}: {record['status']}: "
                                   f"{record['error']['type']}: {record['error']['message'][:200]}")
+                    backend_streak = (backend_streak + 1
+                                      if record["status"] == STATUS_BACKEND_ERROR else 0)
+                    if backend_streak >= max_backend_failures:
+                        stopped = (f"the chat back-end failed {backend_streak} episodes in a row "
+                                   f"(last: {record['error']['message'][:200]}); every finished "
+                                   "episode is kept: rerun the same command to resume")
+                        break
             except KeyboardInterrupt:
                 interrupted = True
             finally:
@@ -468,12 +501,11 @@ def evaluate(env_id: str, agent: Any, *, users: int, seeds: int, out: str | Path
         env.close()
 
     records = [done[k] for k in keys if k in done]
-    counts = {status: sum(r.get("status") == status for r in records)
-              for status in (STATUS_OK, STATUS_AGENT_ERROR, STATUS_ENV_ERROR)}
+    counts = {status: sum(r.get("status") == status for r in records) for status in ALL_STATUSES}
     result = EvaluationResult(config=config, config_hash=config_hash, family=family,
                               family_spec=family_spec, out=out, records=records, ran=ran,
                               skipped=len(keys) - len(todo), wall_s=time.perf_counter() - t0,
-                              interrupted=interrupted, counts=counts)
+                              interrupted=interrupted, counts=counts, stopped=stopped)
     if write_report and records:
         summary = summarize_run(records, family, name=out.stem, config=redacted,
                                 planned=(users, seeds))

@@ -170,6 +170,8 @@ class FoodDeliveryServiceEnv(DialogueEnv):
 
     * ``FDS-Hard-v0``: ``difficulty="hard"``, ``split="test"``
     * ``FDS-Easy-v0``: ``difficulty="easy"``, ``split="test"``
+    * ``FDS-Hard-LLM-v0`` / ``FDS-Easy-LLM-v0``: the same with ``user_simulator="llm"`` (users
+      role-played by an LLM, :mod:`interactcs_gym.users.llm`; registered ``nondeterministic``)
 
     ## Version History
 

@@ -38,11 +38,20 @@ class TurnContext:
 
 @dataclass
 class TurnScore:
-    """Scores of one turn: per principle in {0, 0.5, 1}, and their weighted mean ``reward``."""
+    """Scores of one turn: per principle in {0, 0.5, 1}, and their weighted mean ``reward``.
+
+    ``source`` says who scored: ``"rule"``, ``"llm"``, or ``"fallback:<how>"`` when an LLM judge
+    could not produce usable scores and a documented fallback did (``rationale`` says why).
+    """
 
     scores: dict[str, float]
     reward: float
     rationale: str | None = None
+    source: str | None = None
+
+    @property
+    def fallback(self) -> bool:
+        return bool(self.source and self.source.startswith("fallback"))
 
 
 class ProcessRewardJudge(abc.ABC):
@@ -51,6 +60,10 @@ class ProcessRewardJudge(abc.ABC):
     @abc.abstractmethod
     def score_turn(self, ctx: TurnContext) -> TurnScore:
         """Score one agent turn."""
+
+    def score_turns(self, contexts: list[TurnContext]) -> list[TurnScore]:
+        """Score many turns (e.g. of parallel rollouts); LLM judges batch their requests."""
+        return [self.score_turn(ctx) for ctx in contexts]
 
 
 @dataclass

@@ -17,7 +17,19 @@ Messages = list[dict[str, str]]
 
 
 class ChatBackendError(RuntimeError):
-    """A chat request failed after the back-end's retries (connection, timeout, HTTP, empty reply)."""
+    """A chat request failed after the back-end's retries (connection, timeout, HTTP, empty reply).
+
+    ``kind`` says what failed last: ``"connection"``, ``"timeout"``, ``"http_status"``, ``"empty"``,
+    ``"invalid_response"``, ``"config"`` or ``"error"``; ``attempts`` how many requests were made;
+    ``status_code`` the HTTP status where there was one. Messages never contain API keys.
+    """
+
+    def __init__(self, message: str, *, kind: str = "error", attempts: int = 1,
+                 status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.attempts = attempts
+        self.status_code = status_code
 
 
 class ChatBackend(abc.ABC):
