@@ -42,6 +42,7 @@ def test_fds_training_through_the_cli_writes_checkpoints_and_resumes(tmp_path, t
         assert r["rollout/finished_rate"] == 0.0  # random text never follows the FDS protocol...
         assert r["rollout/session_cost"] == 0.0  # ...so no voucher is ever issued: J_C = 0 < d = 0.3
         assert 0 < r["perf/env_fraction"] < 1 and r["perf/tokens_per_s"] > 0
+        assert 0 <= r["rollout/process_reward"] <= 1  # the example attaches the rule-based judge
     # PID with J = 0 below d: e = -0.3, I_k = max(0, 0.5 - 0.03 k), λ_k = kp·e + I_k
     assert [r["cost/lambda"] for r in records] == pytest.approx([0.17, 0.14])
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
