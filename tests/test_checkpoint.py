@@ -95,7 +95,9 @@ def test_kill_mid_write_then_resume_continues_exactly(tmp_path, tiny_model_dir):
     for ra, rb in zip(a, b):
         for key in COMPARED:
             assert rb[key] == pytest.approx(ra[key], rel=1e-6, abs=1e-7), (ra["step"], key)
-    assert [r["cost/lambda"] for r in a] != [0.0] * 4  # λ moved (the sequence compared is not trivial)
+    # λ moves when the cost exceeds d (the sequence compared is not trivial): PID, kp = 1, ki = 0.1
+    over = [r for r in a if r["rollout/session_cost"] > 0.5]
+    assert over and all(r["cost/lambda"] >= r["rollout/session_cost"] - 0.5 > 0 for r in over)
     assert not (killed / ".checkpoint-3.tmp").exists()  # cleaned by the next write of checkpoint-3
     assert [p.name for p in checkpoints(killed)] == ["checkpoint-3", "checkpoint-4"]  # save_total_limit
 
