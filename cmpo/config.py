@@ -43,7 +43,8 @@ class CMPOConfig:
         "Seed of torch/numpy/random and of the env reset seeds (each step's seeds derive from it)."))
     resume: bool = field(default=False, metadata=_help(
         "Continue from the newest complete checkpoint in output_dir (model, optimiser, scheduler, "
-        "RNG, step, Lagrangian state); the run then continues exactly as if never stopped."))
+        "RNG, step, Lagrangian state); the run then continues exactly as if never stopped. Without "
+        "it, an output_dir that holds checkpoints is refused (nothing is overwritten)."))
 
     # -- model -------------------------------------------------------------------------------------
     model_name_or_path: str = field(default="runs/tiny-model", metadata=_help(

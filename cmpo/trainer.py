@@ -124,7 +124,11 @@ class CMPOTrainer:
         from cmpo.checkpoint import latest_checkpoint
 
         cfg, acc = self.config, self.accelerator
-        if cfg.resume and (ckpt := latest_checkpoint(self.output_dir)) is not None:
+        ckpt = latest_checkpoint(self.output_dir)
+        if ckpt is not None and not cfg.resume:
+            raise ValueError(f"{self.output_dir} already holds a run ({ckpt.name}); continue it with "
+                             "--resume, or choose another output_dir")
+        if ckpt is not None:
             self.load(ckpt)
         elif acc.is_main_process:  # a fresh run starts fresh files
             for log in (self.log, self.dialogue_log):
