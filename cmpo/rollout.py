@@ -232,7 +232,7 @@ class RolloutCollector:
                 envs.append(env)
 
         active = [i for i, ep in enumerate(episodes) if self._fits(ep, 0)]
-        while active:
+        while self.engine.continue_rollout(bool(active)):
             t0 = time.perf_counter()
             generations = self.engine.generate([episodes[i].token_ids for i in active])
             self.stats.generation_s += time.perf_counter() - t0

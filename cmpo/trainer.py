@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,10 @@ class CMPOTrainer:
                 tensor_parallel_size=cfg.vllm_tensor_parallel_size,
                 gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
                 max_model_length=cfg.max_seq_len, enable_sleep_mode=cfg.vllm_enable_sleep_mode)))
+        if cfg.engine == "vllm" and not cfg.recompute_old_logprobs:
+            warnings.warn("engine 'vllm': the ratio's old log-probs come from vLLM's sampler, whose kernels "
+                          "differ from training's; set recompute_old_logprobs: true to score them with "
+                          "the training model", stacklevel=2)
         self.collector = RolloutCollector(cfg.env_id, self.engine, self.tokenizer,
                                           group_size=cfg.group_size, env_kwargs=cfg.env_kwargs,
                                           max_turns=cfg.max_turns, max_seq_len=cfg.max_seq_len)

@@ -266,3 +266,56 @@ def test_repeated_prompts_are_prefilled_once_and_sampled_independently(tiny):
                                                                    stop_token_ids=stop_token_ids_for(tok)))
     shared = greedy.generate(prompts)
     assert [g.token_ids for g in shared] == [greedy.generate([p])[0].token_ids for p in prompts]
+
+
+class FakePeerProcesses:
+    """accelerate's collectives as seen by process 0 of 2, whose peer makes ``peer_calls`` more
+    generation calls with ``peer_prompts`` prompts each."""
+
+    num_processes, device = 2, "cpu"
+
+    def __init__(self, peer_calls, peer_prompts):
+        self.peer_calls, self.peer_prompts = peer_calls, peer_prompts
+
+    def reduce(self, tensor, reduction):
+        return tensor + (1.0 if self.peer_calls > 0 else 0.0)
+
+    def gather(self, tensor):
+        self.peer_calls -= 1
+        return torch.cat([tensor, torch.tensor([self.peer_prompts])])
+
+
+class EchoGeneration(FakeGeneration):
+    def generate(self, prompts, images, num_generations):
+        self.calls.append(("generate", [list(p) for p in prompts]))
+        return prompts, [[11, 12, 2]] * len(prompts), [[[-0.5]] * 3] * len(prompts), None
+
+
+def test_collective_engine_pads_calls_to_its_peers():
+    fake = EchoGeneration()
+    engine = VLLMEngine(None, None, SamplingParams(stop_token_ids=(2,)), accelerator=FakePeerProcesses(1, 5),
+                        generation=fake, mode="server")
+    assert engine.collective
+    gens = engine.generate([[1], [2, 3], [4]])
+    assert len(gens) == 3 and fake.calls[0][1] == [[1], [2, 3], [4], [0], [0]]  # 2 filler prompts
+    assert engine.continue_rollout(False) is False  # the peer is done too
+    assert not VLLMEngine(None, None, SamplingParams(stop_token_ids=(2,)), accelerator=FakePeerProcesses(1, 5),
+                          generation=fake, mode="colocate").collective  # colocate, no TP: independent
+
+
+def test_rollout_keeps_calling_a_collective_engine_until_every_process_is_done(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from cmpo.rollout import RolloutCollector
+    from tests.toy_text_env import register_toy_env
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    fake = EchoGeneration()
+    engine = VLLMEngine(None, tok, SamplingParams(stop_token_ids=stop_token_ids_for(tok)),
+                        accelerator=FakePeerProcesses(4, 3), generation=fake, mode="server")
+    episodes = RolloutCollector(register_toy_env(), engine, tok, group_size=2,
+                                env_kwargs={"max_turns": 2}).collect([0])
+    assert [ep.num_turns for ep in episodes] == [2, 2]
+    eos = tok.eos_token_id
+    assert [len(c[1]) for c in fake.calls] == [3, 3, 3, 3]  # 4 calls, as many as the peer's
+    assert fake.calls[2][1] == fake.calls[3][1] == [[eos]] * 3  # this process had nothing left

@@ -55,9 +55,17 @@ class Generation:
 
 
 class GenerationEngine(abc.ABC):
-    """Batched generation from token ids. ``sync_weights`` is called after every optimiser update."""
+    """Batched generation from token ids. ``sync_weights`` is called after every optimiser update.
+
+    A *collective* engine (weights sharded over processes, a vLLM server shared by them) needs every
+    process to make the same calls with as many prompts: the rollout loop asks
+    :meth:`continue_rollout` whether any process still has dialogues, and :meth:`pad_to_peers` fills
+    a call up with one-token prompts whose completions are dropped.
+    """
 
     sampling: SamplingParams
+    accelerator = None
+    collective: bool = False
 
     @abc.abstractmethod
     def generate(self, prompts: list[list[int]]) -> list[Generation]:
@@ -71,6 +79,27 @@ class GenerationEngine(abc.ABC):
 
     def close(self) -> None:
         """Release the engine's resources."""
+
+    def continue_rollout(self, has_work: bool) -> bool:
+        """Whether the turn loop goes on: this process has dialogues left or, for a collective
+        engine, any process has."""
+        if not self.collective:
+            return has_work
+        import torch
+
+        flag = torch.tensor([1.0 if has_work else 0.0], device=self.accelerator.device)
+        return bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
+
+    def pad_to_peers(self, prompts: list[list[int]], filler: int) -> list[list[int]]:
+        """For a collective engine, ``prompts`` followed by ``[filler]`` prompts up to the largest
+        count of any process (the caller keeps the first ``len(prompts)`` completions)."""
+        if not self.collective:
+            return prompts
+        import torch
+
+        count = torch.tensor([len(prompts)], device=self.accelerator.device)
+        width = int(self.accelerator.gather(count).max().item())
+        return list(prompts) + [[int(filler)]] * (width - len(prompts))
 
 
 def stop_token_ids_for(tokenizer, generation_config=None) -> tuple[int, ...]:

@@ -86,6 +86,11 @@ class TransformersEngine(GenerationEngine):
             raise ValueError("the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token")
         self.pad_token_id = int(pad)
         self._prefix: _PrefixCache | None = None
+        if accelerator is not None and accelerator.num_processes > 1:
+            from trl.distributed import DistributedBackend
+
+            backend = DistributedBackend(accelerator)  # sharded weights: each forward is collective
+            self.collective = backend.is_zero3 or backend.is_fsdp
 
     def _processors(self) -> tuple[LogitsProcessorList, SampledLogprobRecorder]:
         s = self.sampling
@@ -126,10 +131,15 @@ class TransformersEngine(GenerationEngine):
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]]) -> list[Generation]:
-        if not prompts:
-            return []
         if any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
+        n = len(prompts)
+        prompts = self.pad_to_peers(prompts, self.pad_token_id)
+        if not prompts:
+            return []
+        return self._generate_all(prompts)[:n]
+
+    def _generate_all(self, prompts: list[list[int]]) -> list[Generation]:
         size = self.max_batch_size or len(prompts)
         out: list[Generation | None] = [None] * len(prompts)
         with self._unwrapped() as model:

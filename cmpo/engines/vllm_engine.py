@@ -76,6 +76,13 @@ class VLLMEngine(GenerationEngine):
     def __init__(self, model, tokenizer, sampling: SamplingParams, *, accelerator,
                  generation: Any = None, **vllm_kwargs: Any) -> None:
         self.sampling = sampling
+        self.accelerator = accelerator
+        self.filler = getattr(tokenizer, "eos_token_id", None) or 0
+        # TRL's server mode gathers every process's prompts, tensor parallelism its group's: both
+        # need the same calls, with as many prompts, on every process
+        self.collective = (accelerator is not None and accelerator.num_processes > 1
+                           and (vllm_kwargs.get("mode") == "server"
+                                or vllm_kwargs.get("tensor_parallel_size", 1) > 1))
         if generation is None:
             require_vllm()
             from trl.generation.vllm_generation import VLLMGeneration
@@ -86,10 +93,13 @@ class VLLMEngine(GenerationEngine):
         self.generation = generation
 
     def generate(self, prompts: list[list[int]]) -> list[Generation]:
+        n = len(prompts)
+        prompts = self.pad_to_peers(prompts, self.filler)
         if not prompts:
             return []
         _, completion_ids, logprobs, _ = self.generation.generate(prompts, images=None,
                                                                   num_generations=1)
+        completion_ids, logprobs = completion_ids[:n], logprobs[:n] if logprobs is not None else None
         if logprobs is None:
             raise RuntimeError("vLLM returned no log-probs; start the server with --max-logprobs -1")
         out = []
