@@ -42,7 +42,7 @@ class CMPOTrainer:
 
     def __init__(self, config: CMPOConfig, *, model=None, tokenizer=None) -> None:
         from accelerate import Accelerator, PartialState
-        from accelerate.utils import set_seed
+        from accelerate.utils import parse_flag_from_env, set_seed
         from transformers import get_scheduler
 
         import interactcs_gym  # noqa: F401  (registers the suite's env ids)
@@ -55,7 +55,8 @@ class CMPOTrainer:
 
         cfg = self.config = config
         self.output_dir = Path(cfg.output_dir)
-        num_processes = PartialState().num_processes  # the batch split depends on it
+        # the batch split depends on the number of processes (CPU ones too: `ACCELERATE_USE_CPU`)
+        num_processes = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).num_processes
         cfg.check_batch(num_processes)
         self.grad_accum = cfg.gradient_accumulation_steps(num_processes)
         bf16 = cfg.bf16 if cfg.bf16 is not None else (torch.cuda.is_available()

@@ -59,3 +59,33 @@ def test_fds_training_through_the_cli_writes_checkpoints_and_resumes(tmp_path, t
     assert [r["step"] for r in records] == [1, 2, 3]
     assert records[2]["cost/lambda"] == pytest.approx(0.11)  # the PID state came back with the checkpoint
     assert (out / "checkpoint-3").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_share_the_batch_and_resume(tmp_path, tiny_model_dir):
+    """Data parallel on two CPU processes (gloo): each collects one of the two groups; λ comes from
+    the mean cost of both; one log, one checkpoint with both processes' RNG states; resume."""
+    import os
+
+    out = tmp_path / "ddp"
+    args = ["--output_dir", str(out), "--model_name_or_path", tiny_model_dir,
+            "--env_id", "tests.toy_text_env:ToyKeyword-v0", "--env_kwargs", '{"max_turns": 2, "long_turn_chars": 0}',
+            "--group_size", "2", "--groups_per_step", "2", "--max_new_tokens", "6", "--micro_batch_size", "2",
+            "--learning_rate", "1e-3", "--cost_limit", "0.5", "--save_steps", "1", "--report_to", "none",
+            "--disable_tqdm", "true", "--plot", "false"]
+
+    def run(*extra):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29577",
+               "-m", "cmpo.train", *args, *extra]
+        env = {**os.environ, "ACCELERATE_USE_CPU": "true"}
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+        return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+    records = run("--max_steps", "2")
+    assert [r["step"] for r in records] == [1, 2]  # written once, by the main process
+    assert [r["rollout/generated_tokens"] for r in records] == [4 * 2 * 6] * 2  # 4 dialogues x 2 turns
+    assert [r["cost/lambda"] for r in records] == pytest.approx([1.65, 1.80])  # J_C = 2 over both processes
+    assert {p.name for p in (out / "checkpoint-2").iterdir()} >= {"random_states_0.pkl", "random_states_1.pkl"}
+    records = run("--max_steps", "3", "--resume", "true")
+    assert [r["step"] for r in records] == [1, 2, 3] and records[2]["cost/lambda"] == pytest.approx(1.95)
