@@ -22,6 +22,7 @@ def _launch(tiny_model_dir, out, *extra):
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "-m", "cmpo.train", "--config", str(ROOT / "examples" / "cmpo_tiny_cpu.yaml"),
            "--output_dir", str(out), "--model_name_or_path", tiny_model_dir, "--build_tiny_model", "false",
+           "--env_kwargs", '{"split": "train", "process_judge": "rule", "max_turns": 4}',
            "--group_size", "2", "--groups_per_step", "2", "--max_new_tokens", "12", "--micro_batch_size", "2",
            "--save_steps", "1", "--lambda_init", "0.5", "--pid_kp", "1.0", "--pid_ki", "0.1", "--pid_kd", "0.0",
            "--disable_tqdm", "true", *extra]
