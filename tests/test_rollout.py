@@ -7,7 +7,13 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from cmpo.engines import Generation, GenerationEngine, SamplingParams, make_engine, stop_token_ids_for  # noqa: E402
+from cmpo.engines import (  # noqa: E402
+    Generation,
+    GenerationEngine,
+    SamplingParams,
+    make_engine,
+    stop_token_ids_for,
+)
 from cmpo.rollout import ChatDelta, RolloutCollector  # noqa: E402
 from tests.toy_text_env import ToyKeywordEnv, register_toy_env  # noqa: E402
 
