@@ -85,7 +85,9 @@ def test_two_processes_share_the_batch_and_resume(tmp_path, tiny_model_dir):
 
     records = run("--max_steps", "2")
     assert [r["step"] for r in records] == [1, 2]  # written once, by the main process
-    assert [r["rollout/generated_tokens"] for r in records] == [4 * 2 * 6] * 2  # 4 dialogues x 2 turns
+    # 4 dialogues (2 per process) x 2 turns x at most 6 new tokens; a turn may end early at EOS.
+    assert all(8 <= r["rollout/generated_tokens"] <= 4 * 2 * 6 for r in records)
+    assert [r["rollout/turns"] for r in records] == [2.0, 2.0]
     assert [r["cost/lambda"] for r in records] == pytest.approx([1.65, 1.80])  # J_C = 2 over both processes
     assert {p.name for p in (out / "checkpoint-2").iterdir()} >= {"random_states_0.pkl", "random_states_1.pkl"}
     records = run("--max_steps", "3", "--resume", "true")
