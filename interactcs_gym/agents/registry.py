@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from interactcs_gym._imports import load_attr
 from interactcs_gym.agents.base import Agent
 
 #: Short names of the reference agents -> "module:Class".
@@ -27,11 +27,7 @@ def load_agent(spec: str | Agent, **kwargs: Any) -> Agent:
     target = AGENTS.get(spec, spec)
     if ":" not in target:
         raise ValueError(f"unknown agent {spec!r}: use one of {sorted(AGENTS)} or 'module:Class'")
-    module_name, _, attr = target.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"cannot load agent {spec!r} ({target}): {exc}") from exc
+    cls = load_attr(target, what="agent")
     agent = cls(**kwargs)
     if not callable(getattr(agent, "act", None)):
         raise TypeError(f"{target} does not implement act(observation, info) -> str")

@@ -27,11 +27,12 @@ results file with the same family without building the env.
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
+
+from interactcs_gym._imports import load_attr
 
 #: Episode outcome status values of a record (see :mod:`~interactcs_gym.evaluation.store`).
 STATUS_OK = "ok"
@@ -236,11 +237,7 @@ def resolve_family(spec: str | MetricFamily) -> MetricFamily:
     if ":" not in spec:
         raise ValueError(f"unknown metric family {spec!r}: use one of {sorted(METRIC_FAMILIES)} "
                          f"or 'module:attribute'")
-    module_name, _, attr = spec.partition(":")
-    try:
-        family = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"cannot load metric family {spec!r}: {exc}") from exc
+    family = load_attr(spec, what="metric family")
     if not isinstance(family, MetricFamily):
         raise TypeError(f"{spec} is a {type(family).__name__}, not a MetricFamily")
     return family

@@ -31,13 +31,26 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from interactcs_gym.evaluation.metrics import (ALL_STATUSES, STATUS_AGENT_ERROR,
-                                               STATUS_BACKEND_ERROR, STATUS_ENV_ERROR, STATUS_OK,
-                                               MetricFamily, family_spec_for_env,
-                                               register_metric_family, resolve_family)
+from interactcs_gym._imports import load_attr
+from interactcs_gym.evaluation.metrics import (
+    ALL_STATUSES,
+    STATUS_AGENT_ERROR,
+    STATUS_BACKEND_ERROR,
+    STATUS_ENV_ERROR,
+    STATUS_OK,
+    MetricFamily,
+    family_spec_for_env,
+    register_metric_family,
+    resolve_family,
+)
 from interactcs_gym.evaluation.redact import Scrubber, redact_kwargs
-from interactcs_gym.evaluation.store import (SCHEMA_VERSION, ResultsFileError, ResultsStore,
-                                             latest_by_key, utc_now)
+from interactcs_gym.evaluation.store import (
+    SCHEMA_VERSION,
+    ResultsFileError,
+    ResultsStore,
+    latest_by_key,
+    utc_now,
+)
 from interactcs_gym.llm.base import ChatBackendError
 
 #: Agent seed of episode (u, s) when the env selects users: (base_seed + s) * stride + u.
@@ -293,12 +306,9 @@ def make_quality_judge(spec: Any, judge_kwargs: Mapping[str, Any]) -> tuple[Any,
     if not isinstance(spec, str):
         judge, name = spec, f"{type(spec).__module__}:{type(spec).__qualname__}"
     elif ":" in spec:
-        import importlib
-
-        module_name, _, attr = spec.partition(":")
         try:
-            judge = getattr(importlib.import_module(module_name), attr)(**dict(judge_kwargs))
-        except (ImportError, AttributeError, TypeError) as exc:
+            judge = load_attr(spec, what="quality judge")(**dict(judge_kwargs))
+        except (ValueError, TypeError) as exc:
             raise EvaluationError(f"cannot load quality judge {spec!r}: {exc}") from exc
         name = spec
     else:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, SupportsFloat
 
 import numpy as np
 
-from interactcs_gym.core.env import (DEFAULT_MAX_ACTION_CHARS, DEFAULT_MAX_OBSERVATION_CHARS, DialogueEnv,
-                                     Opening, StepOutcome)
+from interactcs_gym._imports import load_attr
+from interactcs_gym.core.env import (
+    DEFAULT_MAX_ACTION_CHARS,
+    DEFAULT_MAX_OBSERVATION_CHARS,
+    DialogueEnv,
+    Opening,
+    StepOutcome,
+)
 from interactcs_gym.fds.prompts import system_prompt
 from interactcs_gym.fds.protocol import PROTOCOL_HINT, parse_turn
 from interactcs_gym.fds.sop import VOUCHER_VALUE
@@ -26,11 +31,6 @@ VOUCHER_COST = 1.0
 TERMINATION_REASONS = ("satisfied", "refused", "max_turns", "simulator_error")
 
 
-def _import(target: str) -> Any:
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
 def make_user_simulator(spec: str | UserSimulator, kwargs: dict[str, Any] | None = None) -> UserSimulator:
     """A simulator from a name of :data:`USER_SIMULATORS`, a ``"module:Class"`` path or an instance."""
     if isinstance(spec, UserSimulator):
@@ -43,11 +43,7 @@ def make_user_simulator(spec: str | UserSimulator, kwargs: dict[str, Any] | None
     if ":" not in target:
         raise ValueError(f"unknown user_simulator {spec!r}: use one of {sorted(USER_SIMULATORS)}, "
                          "'module:Class' or a UserSimulator instance")
-    try:
-        cls = _import(target)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"cannot load user_simulator {spec!r} ({target}): {exc}") from exc
-    sim = cls(**(kwargs or {}))
+    sim = load_attr(target, what="user_simulator")(**(kwargs or {}))
     if not isinstance(sim, UserSimulator):
         raise TypeError(f"{target} is not a interactcs_gym.users.base.UserSimulator")
     return sim
@@ -61,12 +57,9 @@ def make_judge(spec: str | ProcessRewardJudge | None, kwargs: dict[str, Any] | N
         return spec
     if not isinstance(spec, str):
         raise TypeError(f"process_judge must be None, a name or a ProcessRewardJudge, got {type(spec).__name__}")
-    try:
-        factory = _import("interactcs_gym.judges:make_process_judge")
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"process_judge={spec!r} needs interactcs_gym.judges.make_process_judge, which "
-                         f"is not available ({exc}); pass a ProcessRewardJudge instance instead") from exc
-    return factory(spec, **(kwargs or {}))
+    from interactcs_gym.judges import make_process_judge  # judges import fds data: load on demand
+
+    return make_process_judge(spec, **(kwargs or {}))
 
 
 class FoodDeliveryServiceEnv(DialogueEnv):

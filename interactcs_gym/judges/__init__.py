@@ -9,11 +9,16 @@ Nothing here imports ``openai`` or torch until an LLM judge is built.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-from interactcs_gym.judges.base import (DialogueQualityJudge, ProcessRewardJudge, QualityScore,
-                                        TurnContext, TurnScore)
+from interactcs_gym._imports import load_attr
+from interactcs_gym.judges.base import (
+    DialogueQualityJudge,
+    ProcessRewardJudge,
+    QualityScore,
+    TurnContext,
+    TurnScore,
+)
 
 PROCESS_JUDGES: dict[str, str] = {
     "rule": "interactcs_gym.judges.rule:RuleBasedProcessJudge",
@@ -33,11 +38,7 @@ def _build(kind: str, table: dict[str, str], base: type, spec: Any, kwargs: dict
     target = table.get(spec, spec)
     if not isinstance(target, str) or ":" not in target:
         raise ValueError(f"unknown {kind} {spec!r}: use one of {sorted(table)} or 'module:Class'")
-    module_name, _, attr = target.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"cannot load {kind} {spec!r} ({target}): {exc}") from exc
+    cls = load_attr(target, what=kind)
     judge = cls(**kwargs)
     if not isinstance(judge, base):
         raise TypeError(f"{target} is not a {base.__name__}")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from interactcs_gym._imports import load_attr
 from interactcs_gym.llm.base import ChatBackend
 from interactcs_gym.llm.settings import resolve, setting_names
 
@@ -40,11 +40,7 @@ def make_backend(spec: str | ChatBackend | dict[str, Any] | None = None, *,
     if ":" not in target:
         raise ValueError(f"unknown chat back-end {name!r}: use one of {sorted(BACKENDS)}, "
                          f"'module:Class' or a ChatBackend instance (env: {setting_names('BACKEND', role)})")
-    module_name, _, attr = target.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"cannot load chat back-end {name!r} ({target}): {exc}") from exc
+    cls = load_attr(target, what="chat back-end")
     if target in BACKENDS.values():
         kwargs["role"] = role
     backend = cls(**kwargs)

@@ -20,10 +20,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
+
+from interactcs_gym._imports import load_attr
 
 TAU2_RELEASE = "v0.2.0"
 TAU2_REPOSITORY = "https://github.com/sierra-research/tau2-bench"
@@ -154,13 +156,6 @@ DOMAINS: dict[str, DomainSpec] = {
 }
 
 
-def _attr(path: str) -> Any:
-    import importlib
-
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
 def domain_dir(domain: str) -> Path:
     """``DATA_DIR/tau2/domains/<domain>`` (telecom-workflow shares telecom's folder)."""
     folder = "telecom" if domain == "telecom-workflow" else domain
@@ -182,7 +177,7 @@ def environment_factory(domain: str, db_path: str | os.PathLike | None = None
                 f"{spec.db_class.replace(':', '.')}>")
         raise FileNotFoundError(f"τ²-bench {domain} database not found: {path}; {hint}")
     factory = getattr(__import__(spec.env_module, fromlist=[spec.env_factory]), spec.env_factory)
-    db_class = _attr(spec.db_class)
+    db_class = load_attr(spec.db_class, what="τ²-bench data model")
     env_kwargs = dict(spec.env_kwargs)
 
     def make(solo_mode: bool = False) -> Any:
