@@ -150,6 +150,17 @@ def _check_lambda_max(lambda_max) -> float | None:
     return out
 
 
+def _check_lambda_range(lambda_init, lambda_max) -> tuple[float, float | None]:
+    """``(lambda_init, lambda_max)`` checked: 0 <= lambda_init <= lambda_max (None: no bound)."""
+    lambda_init = finite_float("lambda_init", lambda_init)
+    if lambda_init < 0:
+        raise ValueError(f"lambda_init must be >= 0, got {lambda_init}")
+    lambda_max = _check_lambda_max(lambda_max)
+    if lambda_max is not None and lambda_init > lambda_max:
+        raise ValueError(f"lambda_init ({lambda_init}) must be <= lambda_max ({lambda_max})")
+    return lambda_init, lambda_max
+
+
 class GradientLagrangian(CostController):
     """The plain Lagrangian (gradient ascent on the dual, "w/o PID Control"; pure integral control).
 
@@ -166,13 +177,7 @@ class GradientLagrangian(CostController):
         self.lr = finite_float("lr", lr)
         if self.lr < 0:
             raise ValueError(f"lr must be >= 0, got {self.lr}")
-        self.lambda_init = finite_float("lambda_init", lambda_init)
-        if self.lambda_init < 0:
-            raise ValueError(f"lambda_init must be >= 0, got {self.lambda_init}")
-        self.lambda_max = _check_lambda_max(lambda_max)
-        if self.lambda_max is not None and self.lambda_init > self.lambda_max:
-            raise ValueError(f"lambda_init ({self.lambda_init}) must be <= lambda_max "
-                             f"({self.lambda_max})")
+        self.lambda_init, self.lambda_max = _check_lambda_range(lambda_init, lambda_max)
         self.relative = bool(relative)
         if self.relative and self.cost_limit <= 0:
             raise ValueError(f"relative=True divides by cost_limit, which must be > 0, "
@@ -231,13 +236,7 @@ class PIDLagrangian(CostController):
         for gain in ("kp", "ki", "kd"):
             if getattr(self, gain) < 0:
                 raise ValueError(f"{gain} must be >= 0, got {getattr(self, gain)}")
-        self.lambda_init = finite_float("lambda_init", lambda_init)
-        if self.lambda_init < 0:
-            raise ValueError(f"lambda_init must be >= 0, got {self.lambda_init}")
-        self.lambda_max = _check_lambda_max(lambda_max)
-        if self.lambda_max is not None and self.lambda_init > self.lambda_max:
-            raise ValueError(f"lambda_init ({self.lambda_init}) must be <= lambda_max "
-                             f"({self.lambda_max})")
+        self.lambda_init, self.lambda_max = _check_lambda_range(lambda_init, lambda_max)
         self.ema_alpha_p = finite_float("ema_alpha_p", ema_alpha_p)
         self.ema_alpha_d = finite_float("ema_alpha_d", ema_alpha_d)
         for alpha in ("ema_alpha_p", "ema_alpha_d"):
