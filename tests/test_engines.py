@@ -81,6 +81,23 @@ def test_transformers_engine_top_k_logprobs_renormalise(tiny):
         assert gen.logprobs[j] == pytest.approx(torch.log_softmax(top.values[j], -1)[k].item(), abs=1e-4)
 
 
+def test_transformers_engine_without_top_k_samples_from_the_whole_vocabulary(tiny):
+    """top_k = 0 means no top-k: transformers' default top-k (50) must not sneak in after the
+    log-prob recorder (the recorded log-probs would then not be those of the sampling distribution)."""
+    model, tok = tiny
+    engine = make_engine("transformers", model, tok,
+                         SamplingParams(max_new_tokens=24, stop_token_ids=(10**6,)))
+    torch.manual_seed(0)
+    prompts = [_prompt(tok, "hello"), _prompt(tok, "x"), _prompt(tok, "a third prompt")]
+    ranks = []
+    for prompt, gen in zip(prompts, engine.generate(prompts)):
+        with torch.no_grad():
+            logits = model(torch.tensor([prompt + gen.token_ids])).logits[0, len(prompt) - 1:-1]
+        token_logits = logits.gather(1, torch.tensor(gen.token_ids)[:, None])
+        ranks += (logits > token_logits).sum(-1).tolist()
+    assert max(ranks) >= 50, ranks  # a random model spreads its mass: some draws fall outside the top 50
+
+
 def test_transformers_engine_stops_at_end_of_turn(tiny):
     model, tok = tiny
     prompt = _prompt(tok, "hello")

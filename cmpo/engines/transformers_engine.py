@@ -108,9 +108,11 @@ class TransformersEngine(GenerationEngine):
 
     def _generation_config(self) -> GenerationConfig:
         # Plain sampling/argmax: the warpers are ours (see _processors), so none are added here.
+        # top_k=0 and top_p=1.0 say "off" explicitly: None would be read as unset and replaced by
+        # transformers' defaults (top_k=50), a warper that would run after our log-prob recorder.
         return GenerationConfig(max_new_tokens=self.sampling.max_new_tokens,
-                                do_sample=not self.sampling.greedy, temperature=1.0, top_k=None,
-                                top_p=None, eos_token_id=list(self.sampling.stop_token_ids),
+                                do_sample=not self.sampling.greedy, temperature=1.0, top_k=0,
+                                top_p=1.0, eos_token_id=list(self.sampling.stop_token_ids),
                                 pad_token_id=self.pad_token_id, use_cache=True,
                                 return_dict_in_generate=True)
 
