@@ -213,10 +213,11 @@ class TransformersEngine(GenerationEngine):
                     finish[i] = "stop"
                 elif budget > 0:
                     still.append(i)
-            if not still or self._prefix is None:
+            if not still:
                 break
             todo, batch = still, [prompts[i] + tokens[i] for i in still]
-            past = self._prefix.take(self._prefix.match(batch), batch)
+            picks = self._prefix.match(batch) if self._prefix is not None else None
+            past = self._prefix.take(picks, batch) if picks is not None else None  # None: prefill again
         return [Generation(tokens[i], logprobs[i], finish[i]) for i in range(n)]
 
     def sync_weights(self) -> None:
