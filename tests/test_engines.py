@@ -81,6 +81,23 @@ def test_transformers_engine_top_k_logprobs_renormalise(tiny):
         assert gen.logprobs[j] == pytest.approx(torch.log_softmax(top.values[j], -1)[k].item(), abs=1e-4)
 
 
+def test_transformers_engine_without_top_k_samples_from_the_whole_vocabulary(tiny):
+    """top_k = 0 means no top-k: transformers' default top-k (50) must not sneak in after the
+    log-prob recorder (the recorded log-probs would then not be those of the sampling distribution)."""
+    model, tok = tiny
+    engine = make_engine("transformers", model, tok,
+                         SamplingParams(max_new_tokens=24, stop_token_ids=(10**6,)))
+    torch.manual_seed(0)
+    prompts = [_prompt(tok, "hello"), _prompt(tok, "x"), _prompt(tok, "a third prompt")]
+    ranks = []
+    for prompt, gen in zip(prompts, engine.generate(prompts)):
+        with torch.no_grad():
+            logits = model(torch.tensor([prompt + gen.token_ids])).logits[0, len(prompt) - 1:-1]
+        token_logits = logits.gather(1, torch.tensor(gen.token_ids)[:, None])
+        ranks += (logits > token_logits).sum(-1).tolist()
+    assert max(ranks) >= 50, ranks  # a random model spreads its mass: some draws fall outside the top 50
+
+
 def test_transformers_engine_stops_at_end_of_turn(tiny):
     model, tok = tiny
     prompt = _prompt(tok, "hello")
@@ -266,6 +283,75 @@ def test_repeated_prompts_are_prefilled_once_and_sampled_independently(tiny):
                                                                    stop_token_ids=stop_token_ids_for(tok)))
     shared = greedy.generate(prompts)
     assert [g.token_ids for g in shared] == [greedy.generate([p])[0].token_ids for p in prompts]
+
+
+TEXTS = ["hello", "x", "the rider was rude", "my soup is cold", "refund please", "where is my order", "thanks",
+         "the box was empty", "import torch", "def main():", "<think>", "voucher", "12345", "SOP", "yaml: true",
+         "class Agent"]
+
+
+def _ragged_turns(model, tok):
+    """8 prompts and a stop token that ends the greedy completions of 4 of them within 5 tokens and
+    of the 4 others not before their 7th token."""
+    free = make_engine("transformers", model, tok, SamplingParams(max_new_tokens=12, greedy=True,
+                                                                  stop_token_ids=(10**6,)))
+    prompts = [_prompt(tok, t) for t in TEXTS]
+    outs = [free.generate([p])[0].token_ids for p in prompts]
+
+    def first(out, token):
+        return out.index(token) if token in out else len(out)
+
+    def spread(token):
+        ends = sorted(first(out, token) for out in outs)
+        return ends[3] <= 4 and ends[-4] >= 6
+
+    token = next(t for t in sorted({t for out in outs for t in out}) if spread(t))
+    order = sorted(range(len(prompts)), key=lambda i: first(outs[i], token))
+    return [prompts[i] for i in order[:4] + order[-4:]], token
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_rows_still_writing_continue_alone_and_the_next_turn_reuses_every_row(tiny, greedy):
+    """Once at most half of a batch is still writing, the engine ends the ``generate`` call and
+    continues those rows in a smaller one; the next turn then continues rows of both calls from the
+    cache (only new tokens are fed). Greedy completions equal one-at-a-time ones; log-probs equal a
+    full forward pass over the dialogue."""
+    model, tok = tiny
+    prompts, stop = _ragged_turns(model, tok)
+    sampling = SamplingParams(max_new_tokens=12, greedy=greedy, temperature=0.8, stop_token_ids=(stop,))
+    engine = make_engine("transformers", model, tok, sampling)
+    calls, widths = [], []
+    original_generate = model.generate
+
+    def counting_generate(*args, **kwargs):
+        calls.append(kwargs["input_ids"].shape[0])
+        return original_generate(*args, **kwargs)
+
+    model.generate = counting_generate  # a hook, not a wrapper, for forward: generate reads its signature
+    hook = model.register_forward_pre_hook(lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape[1]),
+                                           with_kwargs=True)
+    try:
+        torch.manual_seed(0)
+        first = engine.generate(prompts)
+        if greedy:  # 4 rows stop by their 5th token: the other 4 go on alone, in a call of their own
+            assert calls[:2] == [8, 4]
+        user = tok("<|im_end|>\n<|im_start|>user\nok<|im_end|>\n<|im_start|>assistant\n")["input_ids"]
+        second_prompts = [p + g.token_ids + user for p, g in zip(prompts, first)]
+        widths.clear()
+        second = engine.generate(second_prompts)
+        assert max(widths) <= len(user) + 1  # every row came from the cache: no prompt was fed again
+    finally:
+        del model.generate
+        hook.remove()
+    for turn_prompts, gens in ((prompts, first), (second_prompts, second)):
+        for prompt, gen in zip(turn_prompts, gens):
+            if greedy:
+                single = make_engine("transformers", model, tok, sampling).generate([prompt])[0]
+                assert gen.token_ids == single.token_ids and gen.finish_reason == single.finish_reason
+            expected = _forward_logprobs(model, prompt, gen.token_ids, 1.0 if greedy else 0.8)
+            assert torch.allclose(expected, torch.tensor(gen.logprobs), atol=1e-4)
+            assert gen.finish_reason == ("stop" if gen.token_ids[-1] == stop else "length")
+            assert len(gen.token_ids) == 12 or gen.finish_reason == "stop"
 
 
 class FakePeerProcesses:

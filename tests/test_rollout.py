@@ -179,19 +179,14 @@ def test_sampling_logprobs_are_what_the_trainer_scores_across_turns(tiny):
     env_id = register_toy_env()
     sampling = SamplingParams(max_new_tokens=6, temperature=0.8, stop_token_ids=stop_token_ids_for(tok))
     engine = make_engine("transformers", model, tok, sampling)
-    fed = []
-    original = model.forward
-
-    def counting_forward(*args, **kwargs):
-        fed.append(kwargs["input_ids"].shape[1])
-        return original(*args, **kwargs)
-
-    model.forward = counting_forward
+    fed = []  # a hook, not a wrapper: generate reads forward's signature (e.g. to pass position_ids)
+    hook = model.register_forward_pre_hook(lambda module, args, kwargs: fed.append(kwargs["input_ids"].shape[1]),
+                                           with_kwargs=True)
     try:
         torch.manual_seed(3)
         episodes = RolloutCollector(env_id, engine, tok, group_size=2, env_kwargs={"max_turns": 3}).collect([4, 5])
     finally:
-        del model.forward
+        hook.remove()
     prefills = [n for n in fed if n > 1]
     assert len(prefills) == 3 and prefills[1] < episodes[0].prompt_length  # turns 2-3 feed only new tokens
     for ep in episodes:

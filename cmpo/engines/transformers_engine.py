@@ -4,12 +4,20 @@ The engine samples from the training model itself (no copy, nothing to sync). Un
 ZeRO-3 or FSDP the parameters are gathered for generation the way TRL's GRPOTrainer does it
 (``unwrap_model_for_generation``, FSDP ``summon_full_params``).
 
-Prefix reuse: the keys and values a ``generate`` call computed are kept, and when every prompt of
-the next call extends one dialogue of the previous call (the next turn of the same dialogues, as
-the rollout collector asks), only the new tokens are fed: each turn costs the prefill of its
-user reply, not of the whole dialogue (vLLM's prefix caching plays this part on GPUs). Any other
-call, or ``sync_weights`` (new weights), starts afresh; repeated prompts (the G copies of a
-group's opening) are prefilled once. Batches split by ``max_batch_size`` are not reused.
+Prefix reuse: the keys and values a turn's ``generate`` calls computed are kept, and when every
+prompt of the next call extends a dialogue of the previous turn (the next turn of the same
+dialogues, as the rollout collector asks), only the new tokens are fed: each turn costs the
+prefill of its user reply, not of the whole dialogue (vLLM's prefix caching plays this part on
+GPUs). Each row's cached tokens are moved to the right end of the new batch's cache, so the
+padding earlier turns left between them is dropped (no attention goes to it). Any other call, or
+``sync_weights`` (new weights), starts afresh; repeated prompts (the G copies of a group's opening)
+are prefilled once. Batches split by ``max_batch_size`` are not reused.
+
+Compaction: ``generate`` computes every row until the last one stops, so when a turn's rows end at
+different lengths most of the work can go to rows that have already finished. Once at most half of
+a call's rows are still writing (:class:`CompactWhenSparse`), the engine ends the call and
+continues those rows alone, from the cache, in a smaller one (not under ZeRO-3/FSDP, where every
+process must make the same calls, nor for caches that are not full-attention).
 
 Log-probabilities: temperature, top-k and top-p are applied by logits processors that this engine
 passes to ``generate`` (the generation config itself asks for plain sampling), followed by
@@ -21,9 +29,18 @@ row per step instead of the ``steps x batch x vocab`` of ``output_scores=True``.
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import torch
-from transformers import DynamicCache, GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers import (
+    DynamicCache,
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+from transformers.cache_utils import DynamicLayer
 from transformers.generation.logits_process import (
     TemperatureLogitsWarper,
     TopKLogitsWarper,
@@ -86,6 +103,7 @@ class TransformersEngine(GenerationEngine):
             raise ValueError("the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token")
         self.pad_token_id = int(pad)
         self._prefix: _PrefixCache | None = None
+        self._repack: bool | None = None  # known at the first call (from the model's cache layout)
         if accelerator is not None and accelerator.num_processes > 1:
             from trl.distributed import DistributedBackend
 
@@ -108,9 +126,12 @@ class TransformersEngine(GenerationEngine):
 
     def _generation_config(self) -> GenerationConfig:
         # Plain sampling/argmax: the warpers are ours (see _processors), so none are added here.
+        # top_k=0 and top_p=1.0 say "off" explicitly: None would be read as unset and replaced by
+        # transformers' defaults (top_k=50), a warper that would run after our log-prob recorder.
+        off = {} if self.sampling.greedy else {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
         return GenerationConfig(max_new_tokens=self.sampling.max_new_tokens,
-                                do_sample=not self.sampling.greedy, temperature=1.0, top_k=None,
-                                top_p=None, eos_token_id=list(self.sampling.stop_token_ids),
+                                do_sample=not self.sampling.greedy, **off,
+                                eos_token_id=list(self.sampling.stop_token_ids),
                                 pad_token_id=self.pad_token_id, use_cache=True,
                                 return_dict_in_generate=True)
 
@@ -141,30 +162,63 @@ class TransformersEngine(GenerationEngine):
 
     def _generate_all(self, prompts: list[list[int]]) -> list[Generation]:
         size = self.max_batch_size or len(prompts)
-        out: list[Generation | None] = [None] * len(prompts)
         with self._unwrapped() as model:
             was_training = model.training
             model.eval()
             try:
-                rows = None
                 if size >= len(prompts):
-                    if self._prefix is not None:  # every prompt continues a dialogue of the last call?
-                        rows = self._prefix.match(prompts)
-                    if rows is None:  # the G prompts of a group are one prompt: prefill it once
-                        self._prefix, rows = _PrefixCache.shared(model, prompts, self.pad_token_id)
-                if rows is not None:
-                    return self._generate(model, prompts, rows)
+                    return self._turn(model, prompts)
                 self._prefix = None
                 # Similar lengths share a call, so that little compute goes to padding.
+                out: list[Generation | None] = [None] * len(prompts)
                 order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
                 for start in range(0, len(order), size):
                     chunk = order[start:start + size]
-                    for i, gen in zip(chunk, self._generate(model, [prompts[i] for i in chunk], None,
-                                                            keep=size >= len(prompts))):
+                    gens = self._generate(model, [prompts[i] for i in chunk], None,
+                                          self.sampling.max_new_tokens, keep=False)
+                    for i, gen in zip(chunk, gens):
                         out[i] = gen
+                return out  # type: ignore[return-value]
             finally:
                 model.train(was_training)
-        return out  # type: ignore[return-value]
+
+    def _turn(self, model, prompts: list[list[int]]) -> list[Generation]:
+        """One completion per prompt, in one batch: the cached keys and values of the dialogues the
+        prompts continue are reused; rows still writing once most others have stopped continue alone
+        (compacted) in a further ``generate`` call."""
+        if self._repack is None:
+            self._repack = _repackable(model)
+        store = self._prefix
+        picks = store.match(prompts) if store is not None else None
+        if picks is None:  # the G prompts of a group are one prompt: prefill it once
+            store = _PrefixCache.shared(model, prompts, self.pad_token_id, self._repack)
+            picks = store.match(prompts) if store is not None else None
+        past = store.take(picks, prompts) if picks is not None else None
+        self._prefix = _PrefixCache(self._repack)  # this turn's calls, for the next turn to continue
+        compact = self._repack and not self.collective  # collective: every process makes the same calls
+
+        budget, n = self.sampling.max_new_tokens, len(prompts)
+        tokens: list[list[int]] = [[] for _ in range(n)]
+        logprobs: list[list[float]] = [[] for _ in range(n)]
+        finish: list[str] = ["length"] * n
+        todo, batch = list(range(n)), prompts
+        while True:
+            gens = self._generate(model, batch, past, budget, compact=compact)
+            budget -= max((len(g.token_ids) for g in gens if g.finish_reason == "length"), default=0)
+            still = []
+            for i, gen in zip(todo, gens):
+                tokens[i] += gen.token_ids
+                logprobs[i] += gen.logprobs
+                if gen.finish_reason == "stop":
+                    finish[i] = "stop"
+                elif budget > 0:
+                    still.append(i)
+            if not still:
+                break
+            todo, batch = still, [prompts[i] + tokens[i] for i in still]
+            picks = self._prefix.match(batch) if self._prefix is not None else None
+            past = self._prefix.take(picks, batch) if picks is not None else None  # None: prefill again
+        return [Generation(tokens[i], logprobs[i], finish[i]) for i in range(n)]
 
     def sync_weights(self) -> None:
         """The weights changed: cached keys and values are stale."""
@@ -173,14 +227,16 @@ class TransformersEngine(GenerationEngine):
     def clear_cache(self) -> None:
         self._prefix = None
 
-    def _generate(self, model, prompts: list[list[int]], rows: list[int] | None, *,
-                  keep: bool = True) -> list[Generation]:
-        """One ``generate`` call; with ``rows``, prompt i continues row ``rows[i]`` of the cache
-        and only its new tokens are fed (left-padded after the cached columns)."""
+    def _generate(self, model, prompts: list[list[int]], past, max_new_tokens: int, *,
+                  keep: bool = True, compact: bool = False) -> list[Generation]:
+        """One ``generate`` call of at most ``max_new_tokens`` tokens. With ``past`` (from
+        :meth:`_PrefixCache.take`), prompt i continues row i of that cache and only its new tokens are
+        fed (left-padded after the cached columns). ``keep``: add the call's cache to the store.
+        ``compact``: end the call once at most half of the rows are still writing."""
         device = next(model.parameters()).device
         cache, past_ids, past_mask = None, None, None
-        if rows is not None:
-            cache, past_ids, past_mask, prompts_new = self._prefix.select(rows, prompts)
+        if past is not None:
+            cache, past_ids, past_mask, prompts_new = past
         else:
             prompts_new = prompts
         width = max(len(p) for p in prompts_new)
@@ -194,54 +250,101 @@ class TransformersEngine(GenerationEngine):
         if cache is None:
             cache = DynamicCache(config=model.config)
         processors, recorder = self._processors()
+        config = self._generation_config()
+        config.max_new_tokens = max_new_tokens
+        stopping = StoppingCriteriaList()
+        if compact and len(prompts) > 1:
+            stopping.append(CompactWhenSparse(self.sampling.stop_token_ids, len(prompts), max_new_tokens))
         out = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                             past_key_values=cache, generation_config=self._generation_config(),
-                             logits_processor=processors)
+                             past_key_values=cache, generation_config=config,
+                             logits_processor=processors, stopping_criteria=stopping)
         generated = out.sequences[:, input_ids.shape[1]:]
         logprobs = recorder.finish(generated).cpu().tolist()
         gens = [cut_at_stop(ids, lps, self.sampling.stop_token_ids)
                 for ids, lps in zip(generated.cpu().tolist(), logprobs)]
-        self._prefix = _PrefixCache.after(out.past_key_values, out.sequences.cpu(), attention_mask,
-                                          gens) if keep else None
+        if keep and self._prefix is not None and not self._prefix.add_call(
+                out.past_key_values, out.sequences.cpu(), attention_mask, gens):
+            self._prefix = None
         return gens
 
 
-class _PrefixCache:
-    """The keys and values the last ``generate`` call left, so that the next turn of the same
-    dialogues feeds only its new tokens (what vLLM's prefix caching does on GPUs).
+class CompactWhenSparse(StoppingCriteria):
+    """Ends a ``generate`` call once at most half of its rows are still writing (the others have
+    sampled a stop token) and ``min_left`` or more steps of its budget remain. ``generate`` keeps
+    computing a finished row (it appends padding) until every row is done, so on a batch whose
+    turns end at different lengths most of the compute would go to finished rows; the engine
+    instead continues the unfinished rows in a new call on a batch of their own."""
 
-    Column j of the cache holds token ``ids[r, j]`` of row r; ``mask[r, j] = 1`` when that token
-    belongs to the row's dialogue (0 for padding, and for the pad tokens ``generate`` feeds a row
-    after its turn ended). ``tokens[r]`` is the row's dialogue so far (its unmasked ids).
+    def __init__(self, stop_token_ids: tuple[int, ...], batch_size: int, max_new_tokens: int,
+                 min_left: int = 4) -> None:
+        self.stop_token_ids = torch.tensor(stop_token_ids, dtype=torch.long)
+        self.finished = torch.zeros(batch_size, dtype=torch.bool)
+        self.max_new_tokens, self.min_left, self.steps = max_new_tokens, min_left, 0
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        self.steps += 1
+        self.finished = self.finished.to(input_ids.device) | torch.isin(
+            input_ids[:, -1], self.stop_token_ids.to(input_ids.device))
+        writing = int((~self.finished).sum())
+        sparse = 0 < 2 * writing <= len(self.finished) and self.max_new_tokens - self.steps >= self.min_left
+        return torch.full_like(self.finished, sparse)
+
+
+def _repackable(model) -> bool:
+    """Whether every layer of the model's cache holds all positions (full attention), so that the
+    prefix cache may move each row's tokens (see :class:`_PrefixCache`)."""
+    layers = getattr(DynamicCache(config=model.config), "layers", None)
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+
+class _PrefixCache:
+    """The keys and values that the ``generate`` calls of the last turn left, so that the next call
+    feeds only the new tokens of the dialogues it continues (what vLLM's prefix caching does).
+
+    Each call adds a *segment*: its cache, with ``ids[r, j]`` the token in column j of row r and
+    ``mask[r, j] = 1`` when that token belongs to the row's dialogue (0 for padding and for the pads
+    ``generate`` appends to a row after its stop token). A dialogue is known by its tokens (its
+    unmasked ids). :meth:`take` builds the cache of a new batch from rows of any segments; with
+    ``repack`` (full-attention caches) each row's tokens are moved to the right end of the new cache,
+    which drops the padding that earlier turns left between them (no attention is spent on it).
+    Without ``repack`` only rows of one segment can be taken, as they are.
     """
 
-    def __init__(self, kv, ids: torch.Tensor, mask: torch.Tensor) -> None:
-        self.kv, self.ids, self.mask = kv, ids, mask
-        self.tokens = [tuple(row[m.bool()].tolist()) for row, m in zip(ids, mask)]
-        self.by_prefix = {(len(t), t): r for r, t in enumerate(self.tokens)}
-        self.lengths = sorted({len(t) for t in self.tokens})
+    def __init__(self, repack: bool) -> None:
+        self.repack = repack
+        self.segments: list[tuple[Any, torch.Tensor, torch.Tensor]] = []
+        self.rows: dict[tuple[int, ...], tuple[int, int, int]] = {}  # tokens -> (segment, row, length)
+        self.lengths: list[int] = []
 
-    @classmethod
-    def after(cls, kv, sequences: torch.Tensor, attention_mask: torch.Tensor,
-              gens: list[Generation]) -> "_PrefixCache | None":
+    def add(self, kv, ids: torch.Tensor, mask: torch.Tensor) -> None:
+        segment = len(self.segments)
+        self.segments.append((kv, ids, mask))
+        for r, (row, m) in enumerate(zip(ids, mask)):
+            tokens = tuple(row[m.bool()].tolist())
+            self.rows.setdefault(tokens, (segment, r, len(tokens)))
+        self.lengths = sorted({n for _, _, n in self.rows.values()})
+
+    def add_call(self, kv, sequences: torch.Tensor, attention_mask: torch.Tensor, gens: list[Generation]) -> bool:
+        """Add what a ``generate`` call left; False if its cache is not the expected one column
+        short of ``sequences`` (the last sampled token is never fed)."""
         width = attention_mask.shape[1]
-        length = kv.get_seq_length()  # the last sampled token was never fed: one column short
+        length = kv.get_seq_length()
         if length != sequences.shape[1] - 1:
-            return None
+            return False
         produced = torch.zeros((len(gens), sequences.shape[1] - width), dtype=torch.long)
         for r, gen in enumerate(gens):
             produced[r, :len(gen.token_ids)] = 1
         mask = torch.cat([attention_mask.cpu(), produced], dim=1)[:, :length]
-        return cls(kv, sequences[:, :length], mask)
+        self.add(kv, sequences[:, :length], mask)
+        return True
 
     @classmethod
-    def shared(cls, model, prompts: list[list[int]], pad_token_id: int):
+    def shared(cls, model, prompts: list[list[int]], pad_token_id: int, repack: bool) -> "_PrefixCache | None":
         """When prompts repeat (a group's G copies of one opening), prefill each distinct prompt
-        but its last token once; returns (cache, row of each prompt), or (None, None)."""
-        distinct: dict[tuple[int, ...], int] = {}
-        rows = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
+        but its last token once; ``None`` when none repeats."""
+        distinct = list(dict.fromkeys(tuple(p) for p in prompts))
         if len(distinct) == len(prompts) or min(len(p) for p in distinct) < 2:
-            return None, None
+            return None
         heads = [list(p[:-1]) for p in distinct]
         width = max(len(h) for h in heads)
         ids = torch.full((len(heads), width), pad_token_id, dtype=torch.long)
@@ -254,23 +357,57 @@ class _PrefixCache:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: count real tokens only
         model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
               past_key_values=kv, use_cache=True, logits_to_keep=1)
-        return cls(kv, ids, mask), rows
+        store = cls(repack)
+        store.add(kv, ids, mask)
+        return store
 
-    def match(self, prompts: list[list[int]]) -> list[int] | None:
-        """For each prompt, the row whose dialogue it extends (each row at most once), else None."""
-        rows = []
+    def match(self, prompts: list[list[int]]) -> list[tuple[int, int, int]] | None:
+        """For each prompt, the longest cached dialogue it extends, else None."""
+        picks = []
         for prompt in prompts:
-            row = next((self.by_prefix[key] for n in reversed(self.lengths) if n < len(prompt)
-                        and (key := (n, tuple(prompt[:n]))) in self.by_prefix), None)
-            if row is None or row in rows:
+            pick = next((self.rows[key] for n in reversed(self.lengths) if n < len(prompt)
+                         and (key := tuple(prompt[:n])) in self.rows), None)
+            if pick is None:
                 return None
-            rows.append(row)
-        return rows
+            picks.append(pick)
+        if not self.repack and len({s for s, _, _ in picks}) > 1:
+            return None
+        return picks
 
-    def select(self, rows: list[int], prompts: list[list[int]]):
-        """The cache reduced to (and reordered, or repeated, as) ``rows``; the prompts' new tokens."""
-        index = torch.tensor(rows, dtype=torch.long)
-        self.kv.batch_select_indices(index.to(self.kv.layers[0].keys.device)
-                                     if hasattr(self.kv, "layers") else index)
-        new = [prompt[len(self.tokens[r]):] for prompt, r in zip(prompts, rows)]
-        return self.kv, self.ids[index], self.mask[index], new
+    def take(self, picks: list[tuple[int, int, int]], prompts: list[list[int]]):
+        """The cache of a batch whose row i continues ``picks[i]``: (cache, ids, mask, the prompts'
+        new tokens)."""
+        new = [prompt[n:] for prompt, (_, _, n) in zip(prompts, picks)]
+        if not self.repack:  # rows of one segment, as they are (the segment is used up)
+            kv, ids, mask = self.segments[picks[0][0]]
+            index = torch.tensor([r for _, r, _ in picks], dtype=torch.long)
+            kv.batch_select_indices(index.to(kv.layers[0].keys.device) if hasattr(kv, "layers") else index)
+            return kv, ids[index], mask[index], new
+        width = max(n for _, _, n in picks)
+        ids = torch.zeros((len(picks), width), dtype=torch.long)
+        mask = torch.zeros((len(picks), width), dtype=torch.long)
+        parts, order = [], []
+        for segment in sorted({s for s, _, _ in picks}):
+            kv, seg_ids, seg_mask = self.segments[segment]
+            where = [i for i, (s, _, _) in enumerate(picks) if s == segment]
+            columns = torch.zeros((len(where), width), dtype=torch.long)  # 0: a masked placeholder
+            for k, i in enumerate(where):
+                real = seg_mask[picks[i][1]].nonzero().squeeze(1)
+                columns[k, width - len(real):] = real
+                ids[i, width - len(real):] = seg_ids[picks[i][1], real]
+                mask[i, width - len(real):] = 1
+            device = kv.layers[0].keys.device
+            rows = torch.tensor([picks[i][1] for i in where], device=device)[:, None]
+            columns = columns.to(device)
+            # (rows, :, columns) indexing puts the row and column dims first: (n, width, heads, dim)
+            parts.append([(layer.keys[rows, :, columns].transpose(1, 2),
+                           layer.values[rows, :, columns].transpose(1, 2)) for layer in kv.layers])
+            order += where
+        cache = DynamicCache()
+        for li in range(len(parts[0])):
+            keys, values = (torch.cat([part[li][t] for part in parts]) for t in (0, 1))
+            if order != sorted(order):  # rows from several segments: back to the batch's order
+                inverse = torch.tensor(order, device=keys.device).argsort()
+                keys, values = keys[inverse], values[inverse]
+            cache.update(keys, values, li)
+        return cache, ids, mask, new
