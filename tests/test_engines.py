@@ -285,41 +285,17 @@ def test_repeated_prompts_are_prefilled_once_and_sampled_independently(tiny):
     assert [g.token_ids for g in shared] == [greedy.generate([p])[0].token_ids for p in prompts]
 
 
-TEXTS = ["hello", "x", "the rider was rude", "my soup is cold", "refund please", "where is my order", "thanks",
-         "the box was empty", "import torch", "def main():", "<think>", "voucher", "12345", "SOP", "yaml: true",
-         "class Agent"]
-
-
-def _ragged_turns(model, tok):
-    """8 prompts and a stop token that ends the greedy completions of 4 of them within 5 tokens and
-    of the 4 others not before their 7th token."""
-    free = make_engine("transformers", model, tok, SamplingParams(max_new_tokens=12, greedy=True,
-                                                                  stop_token_ids=(10**6,)))
-    prompts = [_prompt(tok, t) for t in TEXTS]
-    outs = [free.generate([p])[0].token_ids for p in prompts]
-
-    def first(out, token):
-        return out.index(token) if token in out else len(out)
-
-    def spread(token):
-        ends = sorted(first(out, token) for out in outs)
-        return ends[3] <= 4 and ends[-4] >= 6
-
-    token = next(t for t in sorted({t for out in outs for t in out}) if spread(t))
-    order = sorted(range(len(prompts)), key=lambda i: first(outs[i], token))
-    return [prompts[i] for i in order[:4] + order[-4:]], token
-
-
-@pytest.mark.parametrize("greedy", [True, False])
-def test_rows_still_writing_continue_alone_and_the_next_turn_reuses_every_row(tiny, greedy):
+def test_rows_still_writing_continue_alone_and_the_next_turn_reuses_every_row(tiny):
     """Once at most half of a batch is still writing, the engine ends the ``generate`` call and
-    continues those rows in a smaller one; the next turn then continues rows of both calls from the
-    cache (only new tokens are fed). Greedy completions equal one-at-a-time ones; log-probs equal a
-    full forward pass over the dialogue."""
+    continues those rows alone, in a smaller one; the next turn continues rows of both calls from the
+    cache (only new tokens are fed). Every recorded log-prob is that of a full forward pass over the
+    dialogue: each sampled token saw exactly its dialogue, wherever its row was computed."""
     model, tok = tiny
-    prompts, stop = _ragged_turns(model, tok)
-    sampling = SamplingParams(max_new_tokens=12, greedy=greedy, temperature=0.8, stop_token_ids=(stop,))
-    engine = make_engine("transformers", model, tok, sampling)
+    texts = ["hello", "x", "the rider was rude", "my soup is cold", "refund please", "where is my order",
+             "thanks", "the box was empty"]
+    prompts = [_prompt(tok, t) for t in texts]
+    stops = tuple(range(3, len(tok), 6))  # a sixth of the vocabulary: turns end after a few tokens or many
+    sampling = SamplingParams(max_new_tokens=16, temperature=1.5, stop_token_ids=stops)
     calls, widths = [], []
     original_generate = model.generate
 
@@ -331,10 +307,14 @@ def test_rows_still_writing_continue_alone_and_the_next_turn_reuses_every_row(ti
     hook = model.register_forward_pre_hook(lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape[1]),
                                            with_kwargs=True)
     try:
-        torch.manual_seed(0)
-        first = engine.generate(prompts)
-        if greedy:  # 4 rows stop by their 5th token: the other 4 go on alone, in a call of their own
-            assert calls[:2] == [8, 4]
+        for seed in range(10):  # the first seed whose turn ends unevenly enough to compact
+            engine = make_engine("transformers", model, tok, sampling)
+            calls.clear()
+            torch.manual_seed(seed)
+            first = engine.generate(prompts)
+            if len(calls) > 1:
+                break
+        assert len(calls) > 1 and all(2 * later <= earlier for earlier, later in zip(calls, calls[1:])), calls
         user = tok("<|im_end|>\n<|im_start|>user\nok<|im_end|>\n<|im_start|>assistant\n")["input_ids"]
         second_prompts = [p + g.token_ids + user for p, g in zip(prompts, first)]
         widths.clear()
@@ -345,13 +325,11 @@ def test_rows_still_writing_continue_alone_and_the_next_turn_reuses_every_row(ti
         hook.remove()
     for turn_prompts, gens in ((prompts, first), (second_prompts, second)):
         for prompt, gen in zip(turn_prompts, gens):
-            if greedy:
-                single = make_engine("transformers", model, tok, sampling).generate([prompt])[0]
-                assert gen.token_ids == single.token_ids and gen.finish_reason == single.finish_reason
-            expected = _forward_logprobs(model, prompt, gen.token_ids, 1.0 if greedy else 0.8)
+            expected = _forward_logprobs(model, prompt, gen.token_ids, 1.5)
             assert torch.allclose(expected, torch.tensor(gen.logprobs), atol=1e-4)
-            assert gen.finish_reason == ("stop" if gen.token_ids[-1] == stop else "length")
-            assert len(gen.token_ids) == 12 or gen.finish_reason == "stop"
+            assert not set(gen.token_ids[:-1]) & set(stops)  # a turn ends at its first stop token
+            assert gen.finish_reason == ("stop" if gen.token_ids[-1] in stops else "length")
+            assert len(gen.token_ids) == 16 or gen.finish_reason == "stop"
 
 
 class FakePeerProcesses:

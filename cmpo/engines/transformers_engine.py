@@ -304,10 +304,11 @@ class _PrefixCache:
     Each call adds a *segment*: its cache, with ``ids[r, j]`` the token in column j of row r and
     ``mask[r, j] = 1`` when that token belongs to the row's dialogue (0 for padding and for the pads
     ``generate`` appends to a row after its stop token). A dialogue is known by its tokens (its
-    unmasked ids). :meth:`take` builds the cache of a new batch from rows of any segments; with
-    ``repack`` (full-attention caches) each row's tokens are moved to the right end of the new cache,
-    which drops the padding that earlier turns left between them (no attention is spent on it).
-    Without ``repack`` only rows of one segment can be taken, as they are.
+    unmasked ids). :meth:`take` builds the cache of a new batch: rows of one segment are taken as
+    they are (columns that are padding in every row dropped); rows of several segments (after a
+    compacted turn) need ``repack`` (full-attention caches): each row's tokens are moved to the right
+    end of the new cache, which also drops the padding between them. Moving every row each turn
+    would save a little attention on padding but costs more than it saves on a CPU (measured).
     """
 
     def __init__(self, repack: bool) -> None:
@@ -378,16 +379,26 @@ class _PrefixCache:
         """The cache of a batch whose row i continues ``picks[i]``: (cache, ids, mask, the prompts'
         new tokens)."""
         new = [prompt[n:] for prompt, (_, _, n) in zip(prompts, picks)]
-        if not self.repack:  # rows of one segment, as they are (the segment is used up)
+        segments = {s for s, _, _ in picks}
+        if len(segments) == 1:  # rows of one segment, in place (cheaper than moving their tokens)
             kv, ids, mask = self.segments[picks[0][0]]
             index = torch.tensor([r for _, r, _ in picks], dtype=torch.long)
-            kv.batch_select_indices(index.to(kv.layers[0].keys.device) if hasattr(kv, "layers") else index)
-            return kv, ids[index], mask[index], new
+            ids, mask = ids[index], mask[index]
+            if not self.repack:  # the segment is used up
+                kv.batch_select_indices(index.to(kv.layers[0].keys.device) if hasattr(kv, "layers") else index)
+                return kv, ids, mask, new
+            lead = int(mask.any(0).long().argmax())  # columns before it are padding in every row
+            cache = DynamicCache()
+            for li, layer in enumerate(kv.layers):  # the segment stays whole: later calls may need it
+                index = index.to(layer.keys.device)
+                cache.update(layer.keys.index_select(0, index)[:, :, lead:],
+                             layer.values.index_select(0, index)[:, :, lead:], li)
+            return cache, ids[:, lead:], mask[:, lead:], new
         width = max(n for _, _, n in picks)
         ids = torch.zeros((len(picks), width), dtype=torch.long)
         mask = torch.zeros((len(picks), width), dtype=torch.long)
         parts, order = [], []
-        for segment in sorted({s for s, _, _ in picks}):
+        for segment in sorted(segments):
             kv, seg_ids, seg_mask = self.segments[segment]
             where = [i for i, (s, _, _) in enumerate(picks) if s == segment]
             columns = torch.zeros((len(where), width), dtype=torch.long)  # 0: a masked placeholder
