@@ -86,10 +86,12 @@ class TransformersEngine(GenerationEngine):
         sampling: :class:`SamplingParams`; ``stop_token_ids`` must be set.
         accelerator: the trainer's ``Accelerator`` (``None`` for a bare model).
         max_batch_size: most prompts per ``generate`` call (longer batches are split; 0 = no limit).
+        compaction: continue the rows still writing alone once at most half of a batch is (see the
+            module docstring); ``False`` computes every row until the batch's longest turn ends.
     """
 
     def __init__(self, model, tokenizer, sampling: SamplingParams, *, accelerator=None,
-                 max_batch_size: int = 0) -> None:
+                 max_batch_size: int = 0, compaction: bool = True) -> None:
         if not sampling.stop_token_ids:
             raise ValueError("sampling.stop_token_ids is empty: an agent turn would never end; "
                              "use cmpo.engines.stop_token_ids_for(tokenizer)")
@@ -98,6 +100,7 @@ class TransformersEngine(GenerationEngine):
         self.sampling = sampling
         self.accelerator = accelerator
         self.max_batch_size = int(max_batch_size)
+        self.compaction = bool(compaction)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad is None:
             raise ValueError("the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token")
@@ -195,7 +198,7 @@ class TransformersEngine(GenerationEngine):
             picks = store.match(prompts) if store is not None else None
         past = store.take(picks, prompts) if picks is not None else None
         self._prefix = _PrefixCache(self._repack)  # this turn's calls, for the next turn to continue
-        compact = self._repack and not self.collective  # collective: every process makes the same calls
+        compact = self.compaction and self._repack and not self.collective  # collective: same calls everywhere
 
         budget, n = self.sampling.max_new_tokens, len(prompts)
         tokens: list[list[int]] = [[] for _ in range(n)]
