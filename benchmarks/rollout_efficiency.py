@@ -24,8 +24,10 @@ Two policies on the tiny local model (``--policy``):
   first ones well formed), as a fine-tuned policy's do.
 
 Diagnostics (why the ratio is what it is): forward passes and rows computed per forward (decode steps)
-on each side, the mean attention context of a sampled token, and the plain rate from prompts as
-long as the dialogues' mean context (``plain_same_context``).
+on each side, the mean attention context of a sampled token, and the plain rate (1) from prompts as
+long as the dialogues' mean context (``efficiency_same_context``), (2) with each row sampling as many
+tokens as its dialogue did (``efficiency_ragged``), (3) with the engine's in-place cache
+(``GrowingLayer``) instead of transformers' ``DynamicCache`` (``efficiency_same_cache``).
 
     python benchmarks/rollout_efficiency.py --policy random taught --hidden 64 256 --repeats 3
 """
@@ -80,9 +82,11 @@ class ForceLengths:
         return scores
 
 
-def plain_generate(model, tokenizer, prompts: list[list[int]], new_tokens: int | list[int]) -> tuple[float, float]:
-    """One batched sampling ``generate`` (left padding, KV cache); row i samples exactly
-    ``new_tokens`` (or ``new_tokens[i]``) tokens. Returns its wall time and CPU time in seconds."""
+def plain_generate(model, tokenizer, prompts: list[list[int]], new_tokens: int | list[int],
+                   cache=None) -> tuple[float, float]:
+    """One batched sampling ``generate`` (left padding, KV cache: transformers' default
+    ``DynamicCache`` unless ``cache`` is given); row i samples exactly ``new_tokens`` (or
+    ``new_tokens[i]``) tokens. Returns its wall time and CPU time in seconds."""
     import torch
     from transformers import LogitsProcessorList
 
@@ -96,6 +100,8 @@ def plain_generate(model, tokenizer, prompts: list[list[int]], new_tokens: int |
     if isinstance(new_tokens, list):  # ragged: each row ends with eos at its own length
         kwargs = {"max_new_tokens": max(new_tokens), "eos_token_id": tokenizer.eos_token_id,
                   "logits_processor": LogitsProcessorList([ForceLengths(new_tokens, tokenizer.eos_token_id, width)])}
+    if cache is not None:
+        kwargs["past_key_values"] = cache
     t0, c0 = time.perf_counter(), time.process_time()
     with torch.no_grad():
         out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0,
@@ -120,6 +126,7 @@ def measure(model_dir: str, args) -> dict:
 
     import interactcs_gym  # noqa: F401
     from cmpo.engines import SamplingParams, make_engine, stop_token_ids_for
+    from cmpo.engines.transformers_engine import new_cache
     from cmpo.rollout import RolloutCollector
 
     torch.manual_seed(0)
@@ -155,6 +162,8 @@ def measure(model_dir: str, args) -> dict:
     shift = max(0, round(context - mean_plain_context))
     same_context = [ep.token_ids[:min(len(ep.token_ids), ep.prompt_length + shift)] for ep in episodes]
     same_context_s, _ = plain_generate(model, tokenizer, same_context, per_sequence)
+    # (3) Same cache: the plain generate with the engine's in-place cache instead of DynamicCache.
+    same_cache_s, _ = plain_generate(model, tokenizer, openings, per_sequence, cache=new_cache(model.config))
     counter.remove()
     multi_rate = stats.generated_tokens / stats.total_s
     return {"dialogues": len(episodes), "turns_mean": statistics.mean(ep.num_turns for ep in episodes),
@@ -166,6 +175,7 @@ def measure(model_dir: str, args) -> dict:
             "efficiency_cpu_time": (stats.generated_tokens / multi_cpu) / (tokens / plain_cpu),
             "efficiency_same_context": multi_rate / (tokens / same_context_s),
             "efficiency_ragged": multi_rate / (stats.generated_tokens / ragged_s),
+            "efficiency_same_cache": multi_rate / (tokens / same_cache_s),
             "env_fraction": stats.env_s / stats.total_s,
             "outside_generation_fraction": 1 - stats.generation_s / stats.total_s,
             "multi_forwards": multi, "plain_forwards": plain,
@@ -223,14 +233,15 @@ def main(argv=None) -> None:
                           f"multi-turn {run['multi_turn_tokens_per_s']:.0f} tok/s, plain "
                           f"{run['plain_generate_tokens_per_s']:.0f} tok/s, efficiency {run['efficiency']:.3f} "
                           f"(CPU time {run['efficiency_cpu_time']:.3f}) "
-                          f"(same context: {run['efficiency_same_context']:.3f}, ragged: {run['efficiency_ragged']:.3f}); decode steps "
+                          f"(same context: {run['efficiency_same_context']:.3f}, ragged: {run['efficiency_ragged']:.3f}, "
+                          f"same cache: {run['efficiency_same_cache']:.3f}); decode steps "
                           f"{run['multi_forwards']['decode_steps']} vs {run['plain_forwards']['decode_steps']}; "
                           f"context {run['mean_context_multi']:.0f} vs {run['mean_context_plain']:.0f}; "
                           f"env {100 * run['env_fraction']:.2f} %", flush=True)
                 results.append({"policy": policy, "hidden": hidden, "layers": args.layers,
                                 "max_new_tokens": run_args.max_new_tokens,
                                 **{key: statistics.median(r[key] for r in runs)
-                                   for key in ("efficiency", "efficiency_cpu_time", "efficiency_same_context", "efficiency_ragged", "env_fraction",
+                                   for key in ("efficiency", "efficiency_cpu_time", "efficiency_same_context", "efficiency_ragged", "efficiency_same_cache", "env_fraction",
                                                "outside_generation_fraction")},
                                 "runs": runs})
     out = Path(args.out)

@@ -332,6 +332,50 @@ def test_rows_still_writing_continue_alone_and_the_next_turn_reuses_every_row(ti
             assert len(gen.token_ids) == 16 or gen.finish_reason == "stop"
 
 
+def test_growing_cache_layer_appends_in_place_and_holds_what_dynamic_cache_holds():
+    """``GrowingLayer`` keeps exactly the keys and values transformers' ``DynamicLayer`` keeps, after a
+    prefill, decode steps, a batch selection and a crop, but a decode step writes into the existing
+    buffer (no copy of the cache) until it is full."""
+    from transformers import DynamicCache
+
+    from cmpo.engines.transformers_engine import GrowingLayer, new_cache
+
+    torch.manual_seed(0)
+    grow, plain = new_cache(), DynamicCache()
+    steps = [torch.randn(3, 2, 100, 8)] + [torch.randn(3, 2, 1, 8) for _ in range(80)]
+    pointers = set()
+    for kv in steps:
+        keys, values = grow.update(kv, -kv, 0)
+        plain.update(kv, -kv, 0)
+        pointers.add(grow.layers[0]._key_buffer.data_ptr())
+        assert torch.equal(keys, plain.layers[0].keys) and torch.equal(values, plain.layers[0].values)
+    assert isinstance(grow.layers[0], GrowingLayer)
+    assert len(pointers) == 2  # the first buffer holds 100 + 64 positions; one growth for 180
+    assert grow.get_seq_length() == plain.get_seq_length() == 180
+    for cache in (grow, plain):
+        cache.batch_select_indices(torch.tensor([2, 0]))
+        cache.crop(-5)
+    for kv in [torch.randn(2, 2, 1, 8) for _ in range(3)]:
+        keys, values = grow.update(kv, -kv, 0)
+        plain.update(kv, -kv, 0)
+        assert torch.equal(keys, plain.layers[0].keys) and torch.equal(values, plain.layers[0].values)
+    assert grow.get_seq_length() == 178
+
+
+def test_engine_caches_append_in_place_and_keep_other_layer_types(tiny):
+    from transformers import AutoConfig
+    from transformers.cache_utils import DynamicSlidingWindowLayer
+
+    from cmpo.engines.transformers_engine import GrowingLayer, new_cache
+
+    model, _ = tiny
+    assert all(type(layer) is GrowingLayer for layer in new_cache(model.config).layers)
+    config = AutoConfig.for_model("qwen2", num_hidden_layers=2, layer_types=["full_attention", "sliding_attention"],
+                                  sliding_window=16, use_sliding_window=True)
+    kinds = [type(layer) for layer in new_cache(config).layers]
+    assert kinds == [GrowingLayer, DynamicSlidingWindowLayer]
+
+
 class FakePeerProcesses:
     """accelerate's collectives as seen by process 0 of 2, whose peer makes ``peer_calls`` more
     generation calls with ``peer_prompts`` prompts each."""

@@ -13,6 +13,12 @@ padding earlier turns left between them is dropped (no attention goes to it). An
 ``sync_weights`` (new weights), starts afresh; repeated prompts (the G copies of a group's opening)
 are prefilled once. Batches split by ``max_batch_size`` are not reused.
 
+Appending in place: transformers' ``DynamicCache`` grows each layer's keys and values with
+``torch.cat``, which copies the whole cache at every decode step (O(length) per token, O(length²)
+per turn); at dialogue lengths that copy, not the model, took most of a CPU rollout's time. The
+engine's caches hold full-attention layers as :class:`GrowingLayer`, which writes each step into a
+buffer with spare room (grown by half when full): amortised O(1) per token.
+
 Compaction: ``generate`` computes every row until the last one stops, so when a turn's rows end at
 different lengths most of the work can go to rows that have already finished. Once at most half of
 a call's rows are still writing (:class:`CompactWhenSparse`), the engine ends the call and
@@ -251,7 +257,7 @@ class TransformersEngine(GenerationEngine):
         input_ids = new_ids if past_ids is None else torch.cat([past_ids, new_ids], dim=1)
         attention_mask = new_mask if past_mask is None else torch.cat([past_mask, new_mask], dim=1)
         if cache is None:
-            cache = DynamicCache(config=model.config)
+            cache = new_cache(model.config)
         processors, recorder = self._processors()
         config = self._generation_config()
         config.max_new_tokens = max_new_tokens
@@ -291,6 +297,52 @@ class CompactWhenSparse(StoppingCriteria):
         writing = int((~self.finished).sum())
         sparse = 0 < 2 * writing <= len(self.finished) and self.max_new_tokens - self.steps >= self.min_left
         return torch.full_like(self.finished, sparse)
+
+
+class GrowingLayer(DynamicLayer):
+    """A full-attention cache layer that appends in place. ``DynamicLayer`` concatenates, copying
+    every cached position at each step; this layer keeps keys and values in buffers with spare room
+    and exposes ``keys``/``values`` as views of their first ``length`` positions, so a step copies
+    only its new positions. When full, a buffer grows to ``length + max(64, length // 2)``: the
+    copies add up to O(1) per token. Anything that replaces ``keys`` (``batch_select_indices``,
+    ``crop``, ``reorder_cache``, offloading) is honoured: the next update starts a new buffer from it.
+    """
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        self._key_buffer = self._value_buffer = self._keys_view = None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        length, new = self.get_seq_length(), key_states.shape[-2]
+        buffer = self._key_buffer
+        if (self.keys is not self._keys_view or buffer is None or length + new > buffer.shape[-2]
+                or buffer.shape[:2] != key_states.shape[:2]):
+            self._grow(key_states, value_states, length, length + new + max(64, (length + new) // 2))
+        self._key_buffer[..., length:length + new, :].copy_(key_states)
+        self._value_buffer[..., length:length + new, :].copy_(value_states)
+        self.keys = self._keys_view = self._key_buffer[..., :length + new, :]
+        self.values = self._value_buffer[..., :length + new, :]
+        return self.keys, self.values
+
+    def _grow(self, key_states: torch.Tensor, value_states: torch.Tensor, length: int, capacity: int) -> None:
+        keys = key_states.new_empty((*key_states.shape[:2], capacity, key_states.shape[-1]))
+        values = value_states.new_empty((*value_states.shape[:2], capacity, value_states.shape[-1]))
+        if length:
+            keys[..., :length, :].copy_(self.keys)
+            values[..., :length, :].copy_(self.values)
+        self._key_buffer, self._value_buffer = keys, values
+
+
+def new_cache(config=None) -> DynamicCache:
+    """A ``DynamicCache`` (laid out from ``config`` when given) whose full-attention layers are
+    :class:`GrowingLayer`; sliding-window and other layer types are kept as transformers makes them."""
+    cache = DynamicCache(config=config)
+    if cache.layer_class_to_replicate is DynamicLayer:
+        cache.layer_class_to_replicate = GrowingLayer
+    cache.layers = [GrowingLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
 
 
 def _repackable(model) -> bool:
@@ -357,7 +409,7 @@ class _PrefixCache:
             ids[r, width - len(head):] = torch.tensor(head, dtype=torch.long)
             mask[r, width - len(head):] = 1
         device = next(model.parameters()).device
-        kv = DynamicCache(config=model.config)
+        kv = new_cache(model.config)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: count real tokens only
         model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
               past_key_values=kv, use_cache=True, logits_to_keep=1)
@@ -391,7 +443,7 @@ class _PrefixCache:
                 kv.batch_select_indices(index.to(kv.layers[0].keys.device) if hasattr(kv, "layers") else index)
                 return kv, ids, mask, new
             lead = int(mask.any(0).long().argmax())  # columns before it are padding in every row
-            cache = DynamicCache()
+            cache = new_cache()
             for li, layer in enumerate(kv.layers):  # the segment stays whole: later calls may need it
                 index = index.to(layer.keys.device)
                 cache.update(layer.keys.index_select(0, index)[:, :, lead:],
@@ -417,7 +469,7 @@ class _PrefixCache:
             parts.append([(layer.keys[rows, :, columns].transpose(1, 2),
                            layer.values[rows, :, columns].transpose(1, 2)) for layer in kv.layers])
             order += where
-        cache = DynamicCache()
+        cache = new_cache()
         for li in range(len(parts[0])):
             keys, values = (torch.cat([part[li][t] for part in parts]) for t in (0, 1))
             if order != sorted(order):  # rows from several segments: back to the batch's order
