@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gymnasium as gym
 import pytest
 from gymnasium.utils.env_checker import check_env
 
@@ -79,3 +78,26 @@ def test_extra_keys_may_not_overwrite_contract_keys():
 
     with pytest.raises(ValueError, match="overwrite"):
         Bad().reset(seed=0)
+
+
+class NestedEnv(EchoEnv):
+    """EchoEnv whose task and extra info hold nested lists and dicts."""
+
+    def _start(self, options):
+        opening = super()._start(options)
+        opening.task = {"id": "nested", "facts": [{"order": "FD-1", "items": ["soup"]}], "pair": (1, [2])}
+        opening.extra_info = {"log": [{"turn": 0}]}
+        return opening
+
+
+def test_infos_share_no_mutable_object_with_the_env_or_each_other():
+    env = NestedEnv()
+    _, first = env.reset(seed=0)
+    first["task"]["facts"][0]["items"].append("rice")
+    first["task"]["pair"][1].append(3)
+    first["log"][0]["turn"] = 99
+    _, _, _, _, second = env.step("hi")
+    assert second["task"] == {"id": "nested", "facts": [{"order": "FD-1", "items": ["soup"]}], "pair": (1, [2])}
+    assert second["extra"] == 1
+    _, third = env.reset(seed=0)
+    assert third["log"] == [{"turn": 0}] and third["task"]["facts"][0]["items"] == ["soup"]
