@@ -231,17 +231,19 @@ class RolloutCollector:
                                         messages=messages))
                 envs.append(env)
 
-        active = [i for i, ep in enumerate(episodes) if self._fits(ep, 0)]
-        while self.engine.continue_rollout(bool(active)):
+        between_s = 0.0  # time in on_turn (env steps, template deltas): not generation
+
+        def on_turn(i: int, gen: Generation) -> list[int] | None:
+            nonlocal between_s
             t0 = time.perf_counter()
-            generations = self.engine.generate([episodes[i].token_ids for i in active])
-            self.stats.generation_s += time.perf_counter() - t0
-            self.stats.generation_calls += 1
-            still = []
-            for i, gen in zip(active, generations, strict=True):
-                if self._agent_turn(episodes[i], envs[i], gen):
-                    still.append(i)
-            active = still
+            more = self._agent_turn(episodes[i], envs[i], gen)
+            between_s += time.perf_counter() - t0
+            return list(episodes[i].token_ids) if more else None
+
+        first = {i: list(ep.token_ids) for i, ep in enumerate(episodes) if self._fits(ep, 0)}
+        t0 = time.perf_counter()
+        self.stats.generation_calls = self.engine.run_dialogues(first, on_turn)
+        self.stats.generation_s = time.perf_counter() - t0 - between_s
         self.engine.clear_cache()
         self.stats.generated_tokens = sum(ep.num_generated_tokens for ep in episodes)
         self.stats.total_s = time.perf_counter() - start_time

@@ -195,3 +195,47 @@ def test_sampling_logprobs_are_what_the_trainer_scores_across_turns(tiny):
         with torch.no_grad():
             logp, _, cols = score_tokens(model, ids, torch.ones_like(ids), mask, 0.8)
         assert torch.allclose(logp[0], torch.tensor(ep.logprobs)[cols], atol=1e-4)
+
+
+def test_turns_that_end_early_join_the_rows_still_writing(tiny):
+    """With uneven turn lengths the transformers engine ends a call once at most half of its rows
+    are still writing, steps the envs of the ended turns and lets their next turns join those rows:
+    some call then holds dialogues at different turns. Every dialogue must still be exactly what
+    its tokens and log-probs say: each turn ends at its first stop token (or at the budget), and
+    the recorded log-probs are those of a full forward pass over the whole dialogue."""
+    from cmpo.modeling import score_tokens
+
+    model, tok = tiny
+    env_id = register_toy_env()
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    stops = tuple(sorted({end, *range(3, len(tok), 6)}))  # turns end after a few tokens or many
+    sampling = SamplingParams(max_new_tokens=16, temperature=1.5, stop_token_ids=stops)
+    engine = make_engine("transformers", model, tok, sampling)
+    turns_per_call = []
+    original = engine._generate
+
+    def recording(model_, prompts, *args, **kwargs):
+        turns_per_call.append({tok.decode(p).count("<|im_start|>assistant") for p in prompts})
+        return original(model_, prompts, *args, **kwargs)
+
+    engine._generate = recording
+    collector = RolloutCollector(env_id, engine, tok, group_size=2, env_kwargs={"max_turns": 3})
+    for seed in range(10):  # the first seed whose turns end unevenly enough to join
+        turns_per_call.clear()
+        torch.manual_seed(seed)
+        episodes = collector.collect([0, 1, 2, 3])
+        if any(len(turns) > 1 for turns in turns_per_call):
+            break
+    assert any(len(turns) > 1 for turns in turns_per_call), turns_per_call
+    assert collector.stats.generation_calls == len(turns_per_call)
+    for ep in episodes:
+        assert ep.num_turns == 3
+        for (start, stop), reason in zip(ep.turn_spans, ep.finish_reasons):
+            turn = ep.token_ids[start:stop]
+            assert not set(turn[:-1]) & set(stops) and len(turn) <= 16
+            assert reason == ("stop" if turn[-1] in stops else "length")
+        ids = torch.tensor([ep.token_ids])
+        mask = torch.tensor([ep.agent_mask()], dtype=torch.bool)
+        with torch.no_grad():
+            logp, _, cols = score_tokens(model, ids, torch.ones_like(ids), mask, 1.5)
+        assert torch.allclose(logp[0], torch.tensor(ep.logprobs)[cols], atol=1e-4)

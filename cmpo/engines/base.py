@@ -9,6 +9,7 @@ completions come out as token ids: no text is re-tokenised between generation an
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 
@@ -70,6 +71,31 @@ class GenerationEngine(abc.ABC):
     @abc.abstractmethod
     def generate(self, prompts: list[list[int]]) -> list[Generation]:
         """One completion per prompt, in the order of ``prompts``, from one batched call."""
+
+    def run_dialogues(self, prompts: dict[Hashable, list[int]],
+                      on_turn: Callable[[Hashable, Generation], list[int] | None]) -> int:
+        """Sample agent turns for many dialogues until every one has ended; returns the number of
+        generation calls made.
+
+        ``prompts`` maps each dialogue to its first prompt. Whenever a dialogue's turn is complete,
+        ``on_turn(key, generation)`` is called (the caller steps its env there) and returns the
+        dialogue's next prompt, which extends the last one, or ``None`` once it has ended.
+        This implementation is turn-synchronous: each call holds every dialogue waiting for a turn,
+        env steps run between calls, and (for a collective engine) every process makes the same
+        calls. Engines that can let new turns join rows still writing override it.
+        """
+        active = dict(prompts)
+        calls = 0
+        while self.continue_rollout(bool(active)):
+            keys = list(active)
+            generations = self.generate([active[k] for k in keys])
+            calls += 1
+            active = {}
+            for key, gen in zip(keys, generations, strict=True):
+                following = on_turn(key, gen)
+                if following is not None:
+                    active[key] = following
+        return calls
 
     def sync_weights(self) -> None:
         """Make the engine sample from the trainer's current weights (no-op when they are shared)."""

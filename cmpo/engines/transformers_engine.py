@@ -19,11 +19,14 @@ per turn); at dialogue lengths that copy, not the model, took most of a CPU roll
 engine's caches hold full-attention layers as :class:`GrowingLayer`, which writes each step into a
 buffer with spare room (grown by half when full): amortised O(1) per token.
 
-Compaction: ``generate`` computes every row until the last one stops, so when a turn's rows end at
-different lengths most of the work can go to rows that have already finished. Once at most half of
-a call's rows are still writing (:class:`CompactWhenSparse`), the engine ends the call and
-continues those rows alone, from the cache, in a smaller one (not under ZeRO-3/FSDP, where every
-process must make the same calls, nor for caches that are not full-attention).
+Compaction and joining: ``generate`` computes every row until the last one stops, so when a
+turn's rows end at different lengths most of the work can go to rows that have already finished.
+Once at most half of a call's rows are still writing (:class:`TurnStops`), the engine ends the call
+and continues those rows, from the cache, in a new one. In a rollout (:meth:`run_dialogues`) the
+dialogues whose turns ended meanwhile get their env steps and join that call with their next
+turns, so a batch's turns do not wait for its longest one. Not under ZeRO-3/FSDP, where every
+process must make the same calls, nor for caches that are not full-attention: there each turn is
+one call (the base class).
 
 Log-probabilities: temperature, top-k and top-p are applied by logits processors that this engine
 passes to ``generate`` (the generation config itself asks for plain sampling), followed by
@@ -35,6 +38,7 @@ row per step instead of the ``steps x batch x vocab`` of ``output_scores=True``.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -169,65 +173,95 @@ class TransformersEngine(GenerationEngine):
             return []
         return self._generate_all(prompts)[:n]
 
-    def _generate_all(self, prompts: list[list[int]]) -> list[Generation]:
-        size = self.max_batch_size or len(prompts)
+    @contextlib.contextmanager
+    def _eval_model(self):
+        """The bare model (see :meth:`_unwrapped`) in eval mode, its training mode restored after."""
         with self._unwrapped() as model:
             was_training = model.training
             model.eval()
             try:
-                if size >= len(prompts):
-                    return self._turn(model, prompts)
-                self._prefix = None
-                # Similar lengths share a call, so that little compute goes to padding.
-                out: list[Generation | None] = [None] * len(prompts)
-                order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-                for start in range(0, len(order), size):
-                    chunk = order[start:start + size]
-                    gens = self._generate(model, [prompts[i] for i in chunk], None,
-                                          self.sampling.max_new_tokens, keep=False)
-                    for i, gen in zip(chunk, gens):
-                        out[i] = gen
-                return out  # type: ignore[return-value]
+                yield model
             finally:
                 model.train(was_training)
 
-    def _turn(self, model, prompts: list[list[int]]) -> list[Generation]:
-        """One completion per prompt, in one batch: the cached keys and values of the dialogues the
-        prompts continue are reused; rows still writing once most others have stopped continue alone
-        (compacted) in a further ``generate`` call."""
+    def _generate_all(self, prompts: list[list[int]]) -> list[Generation]:
+        size = self.max_batch_size or len(prompts)
+        with self._eval_model() as model:
+            if size >= len(prompts):
+                out: dict[int, Generation] = {}
+                self._rows(model, dict(enumerate(prompts)), lambda i, gen: out.__setitem__(i, gen), join=False)
+                return [out[i] for i in range(len(prompts))]
+            self._prefix = None
+            # Similar lengths share a call, so that little compute goes to padding.
+            chunked: list[Generation | None] = [None] * len(prompts)
+            order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+            for start in range(0, len(order), size):
+                chunk = order[start:start + size]
+                gens = self._generate(model, [prompts[i] for i in chunk], None,
+                                      [self.sampling.max_new_tokens] * len(chunk), keep=False)
+                for i, gen in zip(chunk, gens):
+                    chunked[i] = gen
+            return chunked  # type: ignore[return-value]
+
+    def run_dialogues(self, prompts, on_turn) -> int:
+        """As :meth:`GenerationEngine.run_dialogues`, but a dialogue whose turn has ended does not
+        wait for the rows still writing: when a call ends (compaction, module docstring), the
+        ended turns go to ``on_turn`` (env steps) and the dialogues' next turns join the rows still
+        writing in the next call. Each call holds every dialogue waiting for a turn; a turn's
+        tokens and log-probs are the same whichever calls computed them. Turn-synchronous (the
+        base class) for collective engines, ``compaction=False``, ``max_batch_size`` or caches that
+        are not full-attention."""
+        if self.collective or not self.compaction or self.max_batch_size or not prompts:
+            return super().run_dialogues(prompts, on_turn)
+        with self._eval_model() as model:
+            if self._repack is None:
+                self._repack = _repackable(model)
+            if self._repack:
+                self._prefix = None
+                return self._rows(model, dict(prompts), on_turn, join=True)
+        return super().run_dialogues(prompts, on_turn)
+
+    def _rows(self, model, prompts: dict, on_turn, *, join: bool) -> int:
+        """Sample a turn for every prompt; each ended turn goes to ``on_turn(key, generation)``,
+        whose return (with ``join``) is the dialogue's next prompt, sampled in the next call with
+        the rows still writing. A call continues the rows of the previous one from its cache
+        (only new tokens are fed); repeated first prompts (a group's G copies) are prefilled once.
+        With compaction a call ends once at most half of its rows are still writing. Returns the
+        number of ``generate`` calls."""
         if self._repack is None:
             self._repack = _repackable(model)
-        store = self._prefix
-        picks = store.match(prompts) if store is not None else None
-        if picks is None:  # the G prompts of a group are one prompt: prefill it once
-            store = _PrefixCache.shared(model, prompts, self.pad_token_id, self._repack)
-            picks = store.match(prompts) if store is not None else None
-        past = store.take(picks, prompts) if picks is not None else None
-        self._prefix = _PrefixCache(self._repack)  # this turn's calls, for the next turn to continue
         compact = self.compaction and self._repack and not self.collective  # collective: same calls everywhere
-
-        budget, n = self.sampling.max_new_tokens, len(prompts)
-        tokens: list[list[int]] = [[] for _ in range(n)]
-        logprobs: list[list[float]] = [[] for _ in range(n)]
-        finish: list[str] = ["length"] * n
-        todo, batch = list(range(n)), prompts
-        while True:
-            gens = self._generate(model, batch, past, budget, compact=compact)
-            budget -= max((len(g.token_ids) for g in gens if g.finish_reason == "length"), default=0)
-            still = []
-            for i, gen in zip(todo, gens):
-                tokens[i] += gen.token_ids
-                logprobs[i] += gen.logprobs
-                if gen.finish_reason == "stop":
-                    finish[i] = "stop"
-                elif budget > 0:
-                    still.append(i)
-            if not still:
-                break
-            todo, batch = still, [prompts[i] + tokens[i] for i in still]
-            picks = self._prefix.match(batch) if self._prefix is not None else None
-            past = self._prefix.take(picks, batch) if picks is not None else None  # None: prefill again
-        return [Generation(tokens[i], logprobs[i], finish[i]) for i in range(n)]
+        limit = self.sampling.max_new_tokens
+        store = self._prefix
+        if store is None or store.match(list(prompts.values())) is None:
+            store = _PrefixCache.shared(model, list(prompts.values()), self.pad_token_id, self._repack)
+        rows = {key: _Turn(list(prompt)) for key, prompt in prompts.items()}
+        turn_store = _PrefixCache(self._repack)  # without join: every call, for the next turn
+        calls = 0
+        while rows:
+            keys = list(rows)
+            batch = [rows[k].prompt + rows[k].tokens for k in keys]
+            picks = store.match(batch) if store is not None else None
+            past = store.take(picks, batch) if picks is not None else None  # None: prefill
+            # With join, every row of the next call is a row of this one: keep this call's cache only.
+            self._prefix = _PrefixCache(self._repack) if join else turn_store
+            gens = self._generate(model, batch, past, [limit - len(rows[k].tokens) for k in keys],
+                                  compact=compact)
+            calls += 1
+            store = self._prefix
+            ended = []
+            for key, gen in zip(keys, gens):
+                turn = rows[key]
+                turn.tokens += gen.token_ids
+                turn.logprobs += gen.logprobs
+                if gen.finish_reason == "stop" or len(turn.tokens) >= limit:
+                    ended.append((key, Generation(turn.tokens, turn.logprobs, gen.finish_reason)))
+            for key, gen in ended:
+                del rows[key]
+                following = on_turn(key, gen)
+                if join and following is not None:
+                    rows[key] = _Turn(list(following))
+        return calls
 
     def sync_weights(self) -> None:
         """The weights changed: cached keys and values are stale."""
@@ -236,12 +270,12 @@ class TransformersEngine(GenerationEngine):
     def clear_cache(self) -> None:
         self._prefix = None
 
-    def _generate(self, model, prompts: list[list[int]], past, max_new_tokens: int, *,
+    def _generate(self, model, prompts: list[list[int]], past, budgets: list[int], *,
                   keep: bool = True, compact: bool = False) -> list[Generation]:
-        """One ``generate`` call of at most ``max_new_tokens`` tokens. With ``past`` (from
-        :meth:`_PrefixCache.take`), prompt i continues row i of that cache and only its new tokens are
-        fed (left-padded after the cached columns). ``keep``: add the call's cache to the store.
-        ``compact``: end the call once at most half of the rows are still writing."""
+        """One ``generate`` call in which row i samples at most ``budgets[i]`` tokens. With ``past``
+        (from :meth:`_PrefixCache.take`), prompt i continues row i of that cache and only its new
+        tokens are fed (left-padded after the cached columns). ``keep``: add the call's cache to the
+        store. ``compact``: end the call once at most half of the rows are still writing."""
         device = next(model.parameters()).device
         cache, past_ids, past_mask = None, None, None
         if past is not None:
@@ -260,43 +294,57 @@ class TransformersEngine(GenerationEngine):
             cache = new_cache(model.config)
         processors, recorder = self._processors()
         config = self._generation_config()
-        config.max_new_tokens = max_new_tokens
+        config.max_new_tokens = max(budgets)
         stopping = StoppingCriteriaList()
-        if compact and len(prompts) > 1:
-            stopping.append(CompactWhenSparse(self.sampling.stop_token_ids, len(prompts), max_new_tokens))
+        if (compact and len(prompts) > 1) or min(budgets) < max(budgets):
+            stopping.append(TurnStops(self.sampling.stop_token_ids, budgets, compact=compact))
         out = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                              past_key_values=cache, generation_config=config,
                              logits_processor=processors, stopping_criteria=stopping)
         generated = out.sequences[:, input_ids.shape[1]:]
         logprobs = recorder.finish(generated).cpu().tolist()
-        gens = [cut_at_stop(ids, lps, self.sampling.stop_token_ids)
-                for ids, lps in zip(generated.cpu().tolist(), logprobs)]
+        gens = [cut_at_stop(ids[:budget], lps[:budget], self.sampling.stop_token_ids)
+                for ids, lps, budget in zip(generated.cpu().tolist(), logprobs, budgets)]
         if keep and self._prefix is not None and not self._prefix.add_call(
                 out.past_key_values, out.sequences.cpu(), attention_mask, gens):
             self._prefix = None
         return gens
 
 
-class CompactWhenSparse(StoppingCriteria):
-    """Ends a ``generate`` call once at most half of its rows are still writing (the others have
-    sampled a stop token) and ``min_left`` or more steps of its budget remain. ``generate`` keeps
-    computing a finished row (it appends padding) until every row is done, so on a batch whose
-    turns end at different lengths most of the compute would go to finished rows; the engine
-    instead continues the unfinished rows in a new call on a batch of their own."""
+class TurnStops(StoppingCriteria):
+    """Per-row and whole-call ends of a ``generate`` call. Row i is done once it has sampled a stop
+    token or ``budgets[i]`` tokens (rows continuing a turn have less budget left than new ones).
+    With ``compact``, the whole call ends once at most half of its rows are still writing and
+    ``min_left`` or more steps of the largest budget remain: ``generate`` keeps computing a finished
+    row (it appends padding) until every row is done, so on a batch whose turns end at different
+    lengths most of the compute would go to finished rows; the engine instead continues the
+    unfinished rows in a new call (with the next turns of the finished ones, when it may)."""
 
-    def __init__(self, stop_token_ids: tuple[int, ...], batch_size: int, max_new_tokens: int,
+    def __init__(self, stop_token_ids: tuple[int, ...], budgets: list[int], *, compact: bool,
                  min_left: int = 4) -> None:
         self.stop_token_ids = torch.tensor(stop_token_ids, dtype=torch.long)
-        self.finished = torch.zeros(batch_size, dtype=torch.bool)
-        self.max_new_tokens, self.min_left, self.steps = max_new_tokens, min_left, 0
+        self.budgets = torch.tensor(budgets, dtype=torch.long)
+        self.finished = torch.zeros(len(budgets), dtype=torch.bool)
+        self.compact, self.min_left, self.steps = compact, min_left, 0
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
         self.steps += 1
-        self.finished = self.finished.to(input_ids.device) | torch.isin(
-            input_ids[:, -1], self.stop_token_ids.to(input_ids.device))
+        device = input_ids.device
+        spent = self.budgets.to(device) <= self.steps
+        self.finished = self.finished.to(device) | spent | torch.isin(input_ids[:, -1], self.stop_token_ids.to(device))
         writing = int((~self.finished).sum())
-        sparse = 0 < 2 * writing <= len(self.finished) and self.max_new_tokens - self.steps >= self.min_left
-        return torch.full_like(self.finished, sparse)
+        sparse = (self.compact and 0 < 2 * writing <= len(self.finished)
+                  and int(self.budgets.max()) - self.steps >= self.min_left)
+        return torch.full_like(self.finished, True) if sparse else spent
+
+
+@dataclass
+class _Turn:
+    """A dialogue's turn in progress: its prompt and what has been sampled of the turn so far."""
+
+    prompt: list[int]
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
 
 
 class GrowingLayer(DynamicLayer):
