@@ -135,6 +135,7 @@ def measure(model_dir: str, args) -> dict:
     sampling = SamplingParams(max_new_tokens=args.max_new_tokens, stop_token_ids=stop_token_ids_for(tokenizer))
     engine = make_engine("transformers", model, tokenizer, sampling)
     engine.compaction = not args.no_compaction
+    engine.join_turns = not args.no_join
     collector = RolloutCollector(args.env, engine, tokenizer, group_size=args.group_size,
                                  env_kwargs=json.loads(args.env_kwargs))
     seeds = list(range(args.groups))
@@ -209,6 +210,8 @@ def main(argv=None) -> None:
                         help="per agent turn (default: 32 for random, 96 for taught)")
     parser.add_argument("--no_compaction", action="store_true",
                         help="compute every row until a turn's longest row ends (the engine before compaction)")
+    parser.add_argument("--no_join", action="store_true",
+                        help="one generation call per turn: no turn joins the rows still writing")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared CPU)")
     parser.add_argument("--out", default="benchmarks/results/rollout_efficiency.json")

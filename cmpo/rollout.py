@@ -1,8 +1,12 @@
 """Multi-turn rollouts of an LLM policy against any Gymnasium text env (SPEC 3 and 8.5).
 
 A *group* is G episodes reset with the same seed (same scenario and user). All groups of a step
-run together: at each turn, every unfinished dialogue goes into **one** batched generation call of
-the engine, then each env steps with its agent's text, then the next turn starts.
+run together through the engine's ``run_dialogues``: every dialogue waiting for an agent turn goes
+into **one** batched generation call, the envs of the turns that ended step between calls, and
+their dialogues' next turns go into the next call. The base engine (vLLM, multi-process sharded
+models) makes one call per turn; the transformers engine ends a call once at most half of its rows
+are still writing and lets the next turns of the others join those rows, so that short turns do
+not wait for the longest one of the batch.
 
 Tokens, not text, are the record. A dialogue's token sequence is built incrementally:
 

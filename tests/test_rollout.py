@@ -197,7 +197,7 @@ def test_sampling_logprobs_are_what_the_trainer_scores_across_turns(tiny):
         assert torch.allclose(logp[0], torch.tensor(ep.logprobs)[cols], atol=1e-4)
 
 
-def test_turns_that_end_early_join_the_rows_still_writing(tiny):
+def test_turns_that_end_early_join_the_rows_still_writing(tiny, monkeypatch):
     """With uneven turn lengths the transformers engine ends a call once at most half of its rows
     are still writing, steps the envs of the ended turns and lets their next turns join those rows:
     some call then holds dialogues at different turns. Every dialogue must still be exactly what
@@ -219,6 +219,17 @@ def test_turns_that_end_early_join_the_rows_still_writing(tiny):
         return original(model_, prompts, *args, **kwargs)
 
     engine._generate = recording
+    from cmpo.engines.transformers_engine import _PrefixCache
+
+    split = []  # replies fed apart from the rows still writing (not padded to their width)
+    original_prefill = _PrefixCache.prefill_new_turns
+
+    def recording_prefill(store, model_, picks, prompts):
+        out = original_prefill(store, model_, picks, prompts)
+        split.append(out[1] != picks)
+        return out
+
+    monkeypatch.setattr(_PrefixCache, "prefill_new_turns", recording_prefill)
     collector = RolloutCollector(env_id, engine, tok, group_size=2, env_kwargs={"max_turns": 3})
     for seed in range(10):  # the first seed whose turns end unevenly enough to join
         turns_per_call.clear()
@@ -227,6 +238,7 @@ def test_turns_that_end_early_join_the_rows_still_writing(tiny):
         if any(len(turns) > 1 for turns in turns_per_call):
             break
     assert any(len(turns) > 1 for turns in turns_per_call), turns_per_call
+    assert any(split)
     assert collector.stats.generation_calls == len(turns_per_call)
     for ep in episodes:
         assert ep.num_turns == 3

@@ -98,10 +98,12 @@ class TransformersEngine(GenerationEngine):
         max_batch_size: most prompts per ``generate`` call (longer batches are split; 0 = no limit).
         compaction: continue the rows still writing alone once at most half of a batch is (see the
             module docstring); ``False`` computes every row until the batch's longest turn ends.
+        join_turns: in :meth:`run_dialogues`, let the next turns of dialogues whose turn ended join
+            the rows still writing (with ``compaction``); ``False``: one call per turn.
     """
 
     def __init__(self, model, tokenizer, sampling: SamplingParams, *, accelerator=None,
-                 max_batch_size: int = 0, compaction: bool = True) -> None:
+                 max_batch_size: int = 0, compaction: bool = True, join_turns: bool = True) -> None:
         if not sampling.stop_token_ids:
             raise ValueError("sampling.stop_token_ids is empty: an agent turn would never end; "
                              "use cmpo.engines.stop_token_ids_for(tokenizer)")
@@ -111,6 +113,7 @@ class TransformersEngine(GenerationEngine):
         self.accelerator = accelerator
         self.max_batch_size = int(max_batch_size)
         self.compaction = bool(compaction)
+        self.join_turns = bool(join_turns)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad is None:
             raise ValueError("the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token")
@@ -211,7 +214,7 @@ class TransformersEngine(GenerationEngine):
         tokens and log-probs are the same whichever calls computed them. Turn-synchronous (the
         base class) for collective engines, ``compaction=False``, ``max_batch_size`` or caches that
         are not full-attention."""
-        if self.collective or not self.compaction or self.max_batch_size or not prompts:
+        if self.collective or not (self.compaction and self.join_turns) or self.max_batch_size or not prompts:
             return super().run_dialogues(prompts, on_turn)
         with self._eval_model() as model:
             if self._repack is None:
@@ -242,6 +245,8 @@ class TransformersEngine(GenerationEngine):
             keys = list(rows)
             batch = [rows[k].prompt + rows[k].tokens for k in keys]
             picks = store.match(batch) if store is not None else None
+            if join and picks is not None:
+                store, picks = store.prefill_new_turns(model, picks, batch)
             past = store.take(picks, batch) if picks is not None else None  # None: prefill
             # With join, every row of the next call is a row of this one: keep this call's cache only.
             self._prefix = _PrefixCache(self._repack) if join else turn_store
@@ -464,6 +469,29 @@ class _PrefixCache:
         store = cls(repack)
         store.add(kv, ids, mask)
         return store
+
+    def prefill_new_turns(self, model, picks, prompts):
+        """When a batch mixes rows continuing a turn (one new token) with next turns (a user reply
+        to feed), feed the replies (all but their last token) in a forward of their rows alone, so
+        that the ``generate`` call that follows does not pad every continuing row to the longest
+        reply. Returns the store and the picks to take the batch from."""
+        fresh = [i for i, (prompt, (_, _, n)) in enumerate(zip(prompts, picks)) if len(prompt) - n > 1]
+        if not fresh or len(fresh) == len(prompts) or not self.repack:
+            return self, picks
+        kv, ids, mask, new = self.take([picks[i] for i in fresh], [prompts[i] for i in fresh])
+        width = max(len(tokens) - 1 for tokens in new)
+        new_ids = torch.zeros((len(fresh), width), dtype=torch.long)
+        new_mask = torch.zeros((len(fresh), width), dtype=torch.long)
+        for r, tokens in enumerate(new):  # left padding after the cached columns
+            new_ids[r, width - len(tokens) + 1:] = torch.tensor(tokens[:-1], dtype=torch.long)
+            new_mask[r, width - len(tokens) + 1:] = 1
+        ids, mask = torch.cat([ids, new_ids], dim=1), torch.cat([mask, new_mask], dim=1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -width:]
+        device = next(model.parameters()).device
+        model(input_ids=new_ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+              past_key_values=kv, use_cache=True, logits_to_keep=1)
+        self.add(kv, ids, mask)
+        return self, self.match(prompts)
 
     def match(self, prompts: list[list[int]]) -> list[tuple[int, int, int]] | None:
         """For each prompt, the longest cached dialogue it extends, else None."""
