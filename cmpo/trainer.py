@@ -3,9 +3,9 @@
 A clean loop on ``accelerate`` (single CPU process up to multi-GPU with DeepSpeed ZeRO or FSDP),
 reading top to bottom like CleanRL. One training step k:
 
-1. **Rollouts.** ``groups_per_step`` reset seeds, G episodes each, all dialogues batched turn by
-   turn through the engine (:mod:`cmpo.rollout`): token ids, sampling log-probs, agent-turn spans,
-   per-turn costs and process rewards, outcomes.
+1. **Rollouts.** ``groups_per_step`` reset seeds, G episodes each, all dialogues batched through
+   the engine's ``run_dialogues`` (:mod:`cmpo.rollout`): token ids, sampling log-probs, agent-turn
+   spans, per-turn costs and process rewards, outcomes.
 2. **λ_k.** The cost controller (:mod:`cmpo.lagrangian`) is updated once with J_C, the mean
    session cost of the whole batch (all processes): λ_k = controller.update(J_C).
 3. **Advantages.** For each group, the estimator (:mod:`cmpo.advantage`: cmpo, grpo or capo)
