@@ -206,6 +206,7 @@ class TransformersEngine(GenerationEngine):
                     chunked[i] = gen
             return chunked  # type: ignore[return-value]
 
+    @torch.no_grad()
     def run_dialogues(self, prompts, on_turn) -> int:
         """As :meth:`GenerationEngine.run_dialogues`, but a dialogue whose turn has ended does not
         wait for the rows still writing: when a call ends (compaction, module docstring), the
