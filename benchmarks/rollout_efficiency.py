@@ -25,7 +25,8 @@ Two policies on the tiny local model (``--policy``):
   first ones well formed), as a fine-tuned policy's do.
 
 Diagnostics (why the ratio is what it is): forward passes and rows computed per forward (decode steps)
-on each side, the mean attention context of a sampled token, and the plain rate (1) from prompts as
+on each side, the agent tokens of the longest dialogue (no rollout can take fewer sequential decode
+steps), the mean attention context of a sampled token, and the plain rate (1) from prompts as
 long as the dialogues' mean context (``efficiency_same_context``), (2) with each row sampling as many
 tokens as its dialogue did (``efficiency_ragged``), (3) with the engine's in-place cache
 (``GrowingLayer``) instead of transformers' ``DynamicCache`` (``efficiency_same_cache``).
@@ -189,6 +190,7 @@ def measure(model_dir: str, args) -> dict:
             "env_fraction": stats.env_s / stats.total_s,
             "outside_generation_fraction": 1 - stats.generation_s / stats.total_s,
             "multi_forwards": multi, "plain_forwards": plain,
+            "longest_dialogue_tokens": max(ep.num_generated_tokens for ep in episodes),
             "mean_context_multi": context,
             "mean_context_plain": mean_plain_context}
 
@@ -250,7 +252,8 @@ def main(argv=None) -> None:
                           f"(CPU time {run['efficiency_cpu_time']:.3f}) "
                           f"(same context: {run['efficiency_same_context']:.3f}, ragged: {run['efficiency_ragged']:.3f}, "
                           f"same cache: {run['efficiency_same_cache']:.3f}); decode steps "
-                          f"{run['multi_forwards']['decode_steps']} vs {run['plain_forwards']['decode_steps']}; "
+                          f"{run['multi_forwards']['decode_steps']} vs {run['plain_forwards']['decode_steps']} "
+                          f"(longest dialogue {run['longest_dialogue_tokens']} tokens); "
                           f"context {run['mean_context_multi']:.0f} vs {run['mean_context_plain']:.0f}; "
                           f"env {100 * run['env_fraction']:.2f} %", flush=True)
                 results.append({"policy": policy, "hidden": hidden, "layers": args.layers,
