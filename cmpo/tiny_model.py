@@ -165,8 +165,9 @@ def teach_opening_turn(model_dir: str | Path, out_dir: str | Path, *, agent: str
     ``context`` tokens of their prompt (cheap: the text is learnt), then ``full_steps`` steps of one
     example on its whole prompt (the model learns to say it after the env's long opening too; one
     unpadded row keeps CPU attention on its fast path). With the defaults, a 2-layer, 64-wide
-    model takes ~6 s of one CPU core, and under temperature-1 sampling on unseen FDS-Hard-v0
-    users ~90 % of its first turns are the always-voucher agent's turn (the rest are near misses).
+    model takes ~6 s of one CPU core, and under temperature-1 sampling ~3 in 4 of its first FDS-Hard-v0
+    turns are the always-voucher agent's turn (122 of 160 train sessions, 72 new tokens a turn; the
+    rest are near misses).
     """
     import random
 

@@ -18,7 +18,7 @@ def tiny_model_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def voucher_model_dir(tiny_model_dir, tmp_path_factory):
     """The tiny model taught the always-voucher agent's first FDS turn (``teach_opening_turn``,
-    ~6 s): under temperature-1 sampling most FDS-Hard-v0 sessions issue the voucher (cost 1)."""
+    ~6 s): under temperature-1 sampling ~76 % of FDS-Hard-v0 sessions issue the voucher (cost 1)."""
     from cmpo.tiny_model import teach_opening_turn
 
     return str(teach_opening_turn(tiny_model_dir, tmp_path_factory.mktemp("voucher-model"),

@@ -24,14 +24,14 @@ def _launch(model_dir, out, *extra):
            "--output_dir", str(out), "--model_name_or_path", model_dir, "--build_tiny_model", "false",
            "--env_kwargs", '{"split": "train", "process_judge": "rule", "max_turns": 4}',
            "--group_size", "2", "--groups_per_step", "2", "--max_new_tokens", "72", "--micro_batch_size", "2",
-           "--save_steps", "1", "--lambda_init", "0.5", "--pid_kp", "0.1", "--pid_ki", "1.0", "--pid_kd", "0.0",
+           "--save_steps", "1", "--cost_limit", "0.1", "--lambda_init", "0.5", "--pid_kp", "0.1", "--pid_ki", "1.0", "--pid_kd", "0.0",
            "--disable_tqdm", "true", *extra]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return proc
 
 
-def _pid(costs, d=0.3, kp=0.1, ki=1.0, integral=0.5):
+def _pid(costs, d=0.1, kp=0.1, ki=1.0, integral=0.5):
     """The PID-Lagrangian by hand (kd = 0, no smoothing): e_k = J_k - d, I_k = max(0, I_{k-1} + ki e_k),
     λ_k = max(0, kp e_k + I_k); returns the λ_k and the last I_k."""
     lambdas = []
@@ -44,8 +44,10 @@ def _pid(costs, d=0.3, kp=0.1, ki=1.0, integral=0.5):
 
 @pytest.mark.slow
 def test_fds_training_through_the_cli_writes_checkpoints_and_resumes(tmp_path, voucher_model_dir):
-    """A policy that issues vouchers (the tiny model taught the always-voucher agent's first turn):
-    the session cost exceeds d = 0.3, so λ rises, by the PID update of the observed costs."""
+    """A policy that issues vouchers (the tiny model taught the always-voucher agent's first turn,
+    which ~76 % of its sessions issue): the session cost exceeds d = 0.1 (some session of the
+    step's 4 issued one; all 4 miss with probability ~0.3 %), so λ rises, by the PID update of the
+    observed costs."""
     out = tmp_path / "run"
     _launch(voucher_model_dir, out, "--max_steps", "2")
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -56,9 +58,9 @@ def test_fds_training_through_the_cli_writes_checkpoints_and_resumes(tmp_path, v
         assert 0 < r["perf/env_fraction"] < 1 and r["perf/tokens_per_s"] > 0
         assert 0 <= r["rollout/process_reward"] <= 1  # the example attaches the rule-based judge
     costs = [r["rollout/session_cost"] for r in records]
-    # 4 sessions a step, each costing 0 or 1: J_C > d means at least 2 vouchers, and then
-    # λ_k - λ_{k-1} = kp (e_k - e_{k-1}) + ki e_k >= 0.1 (0.2 - 0.7) + 0.2 > 0.
-    assert all(cost > 0.3 for cost in costs), costs
+    # 4 sessions a step, each costing 0 or 1: J_C > d means at least 1 voucher, and then
+    # λ_k - λ_{k-1} = kp (e_k - e_{k-1}) + ki e_k >= 0.1 (0.15 - 0.9) + 0.15 > 0.
+    assert all(cost > 0.1 for cost in costs), costs
     lambdas, integral = _pid(costs)
     assert [r["cost/lambda"] for r in records] == pytest.approx(lambdas)
     assert 0.5 < lambdas[0] < lambdas[1]  # λ_0 = lambda_init: λ strictly increases
