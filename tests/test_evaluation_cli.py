@@ -264,13 +264,13 @@ def test_config_file_sets_defaults_and_flags_override(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_with_status_130_and_resumes(tmp_path):
-    # 20 episodes of ~0.1 s: the interrupt comes after the second with seconds to spare
-    args = ["--env", TOY, "--env-kwargs", '{"delay": 0.05}', "--agent", AGENT, "--users", 10,
+    args = ["--env", TOY, "--env-kwargs", '{"delay": 0.05}', "--agent", AGENT, "--users", 4,
             "--seeds", 2, "--no-progress", "--out", tmp_path / "int.jsonl"]
     out = tmp_path / "int.jsonl"
+    # A shell's background job inherits SIGINT ignored, and so would the CLI: give it the default.
     proc = subprocess.Popen([sys.executable, "-m", "interactcs_gym.evaluate", *map(str, args)],
                             cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (out.exists() and out.read_text().count('"episode"') >= 2):
         time.sleep(0.02)
@@ -278,8 +278,8 @@ def test_ctrl_c_stops_cleanly_with_status_130_and_resumes(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "rerun the same command to resume" in err
     result = read_results(out)
-    assert result.truncated_tail is None and 2 <= len(result.episodes()) < 20
-    assert run_cli(*args).returncode == 0 and len(episodes(out)) == 20
+    assert result.truncated_tail is None and 2 <= len(result.episodes()) < 8
+    assert run_cli(*args).returncode == 0 and len(episodes(out)) == 8
 
 
 def test_unknown_metric_family_is_a_clear_error(tmp_path, capsys):
