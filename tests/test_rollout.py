@@ -227,7 +227,7 @@ def test_turns_that_end_early_join_the_rows_still_writing(tiny, monkeypatch):
     def recording_prefill(store, model_, picks, prompts):
         assert not torch.is_grad_enabled()  # rollouts build no autograd graph
         out = original_prefill(store, model_, picks, prompts)
-        split.append(out[1] != picks)
+        split.append(out != picks)
         return out
 
     monkeypatch.setattr(_PrefixCache, "prefill_new_turns", recording_prefill)

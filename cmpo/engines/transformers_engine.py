@@ -222,7 +222,7 @@ class TransformersEngine(GenerationEngine):
                 self._repack = _repackable(model)
             if self._repack:
                 self._prefix = None
-                return self._rows(model, dict(prompts), on_turn, join=True)
+                return self._rows(model, prompts, on_turn, join=True)
         return super().run_dialogues(prompts, on_turn)
 
     def _rows(self, model, prompts: dict, on_turn, *, join: bool) -> int:
@@ -239,7 +239,7 @@ class TransformersEngine(GenerationEngine):
         store = self._prefix
         if store is None or store.match(list(prompts.values())) is None:
             store = _PrefixCache.shared(model, list(prompts.values()), self.pad_token_id, self._repack)
-        rows = {key: _Turn(list(prompt)) for key, prompt in prompts.items()}
+        rows = {key: _Turn(prompt) for key, prompt in prompts.items()}  # prompts are read, never changed
         turn_store = _PrefixCache(self._repack)  # without join: every call, for the next turn
         calls = 0
         while rows:
@@ -247,7 +247,7 @@ class TransformersEngine(GenerationEngine):
             batch = [rows[k].prompt + rows[k].tokens for k in keys]
             picks = store.match(batch) if store is not None else None
             if join and picks is not None:
-                store, picks = store.prefill_new_turns(model, picks, batch)
+                picks = store.prefill_new_turns(model, picks, batch)
             past = store.take(picks, batch) if picks is not None else None  # None: prefill
             # With join, every row of the next call is a row of this one: keep this call's cache only.
             self._prefix = _PrefixCache(self._repack) if join else turn_store
@@ -266,7 +266,7 @@ class TransformersEngine(GenerationEngine):
                 del rows[key]
                 following = on_turn(key, gen)
                 if join and following is not None:
-                    rows[key] = _Turn(list(following))
+                    rows[key] = _Turn(following)
         return calls
 
     def sync_weights(self) -> None:
@@ -288,12 +288,7 @@ class TransformersEngine(GenerationEngine):
             cache, past_ids, past_mask, prompts_new = past
         else:
             prompts_new = prompts
-        width = max(len(p) for p in prompts_new)
-        new_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
-        new_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, ids in enumerate(prompts_new):  # left padding: every prompt ends at the same column
-            new_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            new_mask[row, width - len(ids):] = 1
+        new_ids, new_mask = _left_padded(prompts_new, self.pad_token_id)
         input_ids = new_ids if past_ids is None else torch.cat([past_ids, new_ids], dim=1)
         attention_mask = new_mask if past_mask is None else torch.cat([past_mask, new_mask], dim=1)
         if cache is None:
@@ -329,7 +324,7 @@ class TurnStops(StoppingCriteria):
     def __init__(self, stop_token_ids: tuple[int, ...], budgets: list[int], *, compact: bool,
                  min_left: int = 4) -> None:
         self.stop_token_ids = torch.tensor(stop_token_ids, dtype=torch.long)
-        self.budgets = torch.tensor(budgets, dtype=torch.long)
+        self.budgets, self.largest = torch.tensor(budgets, dtype=torch.long), max(budgets)
         self.finished = torch.zeros(len(budgets), dtype=torch.bool)
         self.compact, self.min_left, self.steps = compact, min_left, 0
 
@@ -340,7 +335,7 @@ class TurnStops(StoppingCriteria):
         self.finished = self.finished.to(device) | spent | torch.isin(input_ids[:, -1], self.stop_token_ids.to(device))
         writing = int((~self.finished).sum())
         sparse = (self.compact and 0 < 2 * writing <= len(self.finished)
-                  and int(self.budgets.max()) - self.steps >= self.min_left)
+                  and self.largest - self.steps >= self.min_left)
         return torch.full_like(self.finished, True) if sparse else spent
 
 
@@ -387,6 +382,26 @@ class GrowingLayer(DynamicLayer):
             keys[..., :length, :].copy_(self.keys)
             values[..., :length, :].copy_(self.values)
         self._key_buffer, self._value_buffer = keys, values
+
+
+def _left_padded(rows: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rows`` as a left-padded batch (every row ends at the same column): ids and attention mask."""
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        ids[r, width - len(row):] = torch.tensor(row, dtype=torch.long)
+        mask[r, width - len(row):] = 1
+    return ids, mask
+
+
+def _feed(model, kv, new_ids: torch.Tensor, mask: torch.Tensor) -> None:
+    """Prefill: run ``new_ids`` (the last columns of ``mask``, which also covers what ``kv`` holds)
+    through the model into ``kv``. Positions count real tokens only (left padding)."""
+    device = next(model.parameters()).device
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -new_ids.shape[1]:]
+    model(input_ids=new_ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+          past_key_values=kv, use_cache=True, logits_to_keep=1)
 
 
 def new_cache(config=None) -> DynamicCache:
@@ -455,18 +470,9 @@ class _PrefixCache:
         distinct = list(dict.fromkeys(tuple(p) for p in prompts))
         if len(distinct) == len(prompts) or min(len(p) for p in distinct) < 2:
             return None
-        heads = [list(p[:-1]) for p in distinct]
-        width = max(len(h) for h in heads)
-        ids = torch.full((len(heads), width), pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(heads), width), dtype=torch.long)
-        for r, head in enumerate(heads):
-            ids[r, width - len(head):] = torch.tensor(head, dtype=torch.long)
-            mask[r, width - len(head):] = 1
-        device = next(model.parameters()).device
+        ids, mask = _left_padded([p[:-1] for p in distinct], pad_token_id)
         kv = new_cache(model.config)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: count real tokens only
-        model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-              past_key_values=kv, use_cache=True, logits_to_keep=1)
+        _feed(model, kv, ids, mask)
         store = cls(repack)
         store.add(kv, ids, mask)
         return store
@@ -475,24 +481,16 @@ class _PrefixCache:
         """When a batch mixes rows continuing a turn (one new token) with next turns (a user reply
         to feed), feed the replies (all but their last token) in a forward of their rows alone, so
         that the ``generate`` call that follows does not pad every continuing row to the longest
-        reply. Returns the store and the picks to take the batch from."""
+        reply. Returns the picks to take the batch from (this store's, with the replies added)."""
         fresh = [i for i, (prompt, (_, _, n)) in enumerate(zip(prompts, picks)) if len(prompt) - n > 1]
         if not fresh or len(fresh) == len(prompts) or not self.repack:
-            return self, picks
+            return picks
         kv, ids, mask, new = self.take([picks[i] for i in fresh], [prompts[i] for i in fresh])
-        width = max(len(tokens) - 1 for tokens in new)
-        new_ids = torch.zeros((len(fresh), width), dtype=torch.long)
-        new_mask = torch.zeros((len(fresh), width), dtype=torch.long)
-        for r, tokens in enumerate(new):  # left padding after the cached columns
-            new_ids[r, width - len(tokens) + 1:] = torch.tensor(tokens[:-1], dtype=torch.long)
-            new_mask[r, width - len(tokens) + 1:] = 1
+        new_ids, new_mask = _left_padded([tokens[:-1] for tokens in new], 0)  # after the cached columns
         ids, mask = torch.cat([ids, new_ids], dim=1), torch.cat([mask, new_mask], dim=1)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -width:]
-        device = next(model.parameters()).device
-        model(input_ids=new_ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-              past_key_values=kv, use_cache=True, logits_to_keep=1)
+        _feed(model, kv, new_ids, mask)
         self.add(kv, ids, mask)
-        return self, self.match(prompts)
+        return self.match(prompts)
 
     def match(self, prompts: list[list[int]]) -> list[tuple[int, int, int]] | None:
         """For each prompt, the longest cached dialogue it extends, else None."""
