@@ -135,9 +135,8 @@ def measure(model_dir: str, args) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     sampling = SamplingParams(max_new_tokens=args.max_new_tokens, stop_token_ids=stop_token_ids_for(tokenizer))
-    engine = make_engine("transformers", model, tokenizer, sampling)
-    engine.compaction = not args.no_compaction
-    engine.join_turns = not args.no_join
+    engine = make_engine("transformers", model, tokenizer, sampling, compaction=not args.no_compaction,
+                         join_turns=not args.no_join)
     collector = RolloutCollector(args.env, engine, tokenizer, group_size=args.group_size,
                                  env_kwargs=json.loads(args.env_kwargs))
     seeds = list(range(args.groups))

@@ -130,6 +130,11 @@ def test_engine_rejects_bad_input(tiny):
         make_engine("transformers", model, tok, SamplingParams())
     with pytest.raises(ValueError, match="unknown engine"):
         make_engine("tgi", model, tok, SamplingParams(stop_token_ids=(1,)))
+    sampling = SamplingParams(stop_token_ids=(1,))
+    with pytest.raises(TypeError, match="mode"):  # a vLLM setting given to transformers is not dropped
+        make_engine("transformers", model, tok, sampling, mode="colocate")
+    engine = make_engine("transformers", model, tok, sampling, compaction=False, join_turns=False)
+    assert (engine.compaction, engine.join_turns) == (False, False)
     with pytest.raises(ValueError, match="temperature"):
         SamplingParams(temperature=0)
 

@@ -23,20 +23,23 @@ ENGINES = ("transformers", "vllm")
 
 
 def make_engine(name: str, model, tokenizer, sampling: SamplingParams, *, accelerator=None,
-                max_batch_size: int = 0, **vllm_kwargs: Any) -> GenerationEngine:
+                max_batch_size: int = 0, **engine_kwargs: Any) -> GenerationEngine:
     """Build the engine ``name`` (one of :data:`ENGINES`) around the policy ``model``.
 
-    ``vllm_kwargs`` (mode, server_base_url, gpu_memory_utilization, ...) only apply to ``vllm``.
+    ``engine_kwargs`` go to that engine: ``compaction``, ``join_turns`` for ``transformers``;
+    ``mode``, ``server_base_url``, ``gpu_memory_utilization``, ... for ``vllm``. One the engine does
+    not take is an error (``TypeError``), not silently dropped. ``max_batch_size`` applies to
+    ``transformers`` only.
     """
     if name == "transformers":
         from cmpo.engines.transformers_engine import TransformersEngine
 
         return TransformersEngine(model, tokenizer, sampling, accelerator=accelerator,
-                                  max_batch_size=max_batch_size)
+                                  max_batch_size=max_batch_size, **engine_kwargs)
     if name == "vllm":
         from cmpo.engines.vllm_engine import VLLMEngine
 
-        return VLLMEngine(model, tokenizer, sampling, accelerator=accelerator, **vllm_kwargs)
+        return VLLMEngine(model, tokenizer, sampling, accelerator=accelerator, **engine_kwargs)
     raise ValueError(f"unknown engine {name!r}: choose one of {list(ENGINES)}")
 
 
