@@ -15,6 +15,18 @@ def tiny_model_dir(tmp_path_factory):
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny-model")))
 
 
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one process-wide state; a test that runs a trainer in this process starts
+    from a clean one and leaves one (SFTConfig, for one, turns bf16 on by default). Modules use it
+    with ``pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")``."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 @pytest.fixture(scope="session")
 def voucher_model_dir(tiny_model_dir, tmp_path_factory):
     """The tiny model taught the always-voucher agent's first FDS turn (``teach_opening_turn``,

@@ -17,15 +17,7 @@ pytest.importorskip("trl")
 from cmpo.checkpoint import checkpoints, latest_checkpoint  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """accelerate keeps one process-wide state; each run here starts from a clean one (SFTConfig,
-    for one, turns bf16 on by default)."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPARED = ("cost/lambda", "cost/pid_p", "cost/pid_i", "loss/loss", "loss/policy_loss", "loss/entropy",

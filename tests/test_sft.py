@@ -13,15 +13,7 @@ from cmpo.sft import demonstrations, main  # noqa: E402
 from tests.toy_text_env import ToyKeywordEnv, register_toy_env  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """accelerate keeps one process-wide state; each run here starts from a clean one (SFTConfig,
-    for one, turns bf16 on by default)."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 AGENT = "tests.toy_text_env:ToyAgent"
 
