@@ -163,7 +163,7 @@ class DialogueEnv(gym.Env[str, str]):
     @property
     def messages(self) -> list[dict[str, str]]:
         """A copy of the dialogue so far (system prompt first)."""
-        return copy.deepcopy(self._messages or [])
+        return [dict(m) for m in self._messages or []]  # flat {str: str} dicts: a full copy
 
     # ------------------------------------------------------------------ helpers
     def _clip_observation(self, text: str) -> str:
@@ -200,8 +200,8 @@ _ATOMS = (str, int, float, bool, type(None))
 
 def _fresh(value: Any) -> Any:
     """A copy of JSON-like ``value`` sharing no mutable object with it: dicts, lists and tuples are
-    rebuilt, immutable scalars kept, anything else deep-copied. Infos are built every step, and
-    ``copy.deepcopy``'s bookkeeping made their copies a fifth of an FDS step's time."""
+    rebuilt, immutable scalars kept, anything else deep-copied. Infos are built every step;
+    ``copy.deepcopy``'s bookkeeping cost ~8 % of an FDS step (0.171 -> 0.157 ms)."""
     if isinstance(value, dict):
         return {k: _fresh(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
