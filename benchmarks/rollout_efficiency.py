@@ -128,7 +128,7 @@ def measure(model_dir: str, args) -> dict:
 
     import interactcs_gym  # noqa: F401
     from cmpo.engines import SamplingParams, make_engine, stop_token_ids_for
-    from cmpo.engines.transformers_engine import new_cache
+    from cmpo.engines.kv_cache import new_cache
     from cmpo.rollout import RolloutCollector
 
     torch.manual_seed(0)

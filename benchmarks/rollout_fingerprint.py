@@ -4,8 +4,12 @@ sampled-token log-probs (rounded to 4 decimals) and turn spans.
 A refactoring of the rollout path (engine, cache, scheduler, collector) must leave it unchanged:
 run it before and after and compare. It depends on the torch / transformers versions and on the
 machine's kernels, so it is a before/after check on one machine, not a constant to test against.
+The tiny model's tokenizer is trained on the project's sources (``cmpo.tiny_model.project_corpus``),
+so any source change changes it: to compare two versions of the code, build the model once and
+pass the same ``--model-dir`` to both runs (it is built there when the folder does not exist)::
 
-    python benchmarks/rollout_fingerprint.py              # FDS-Hard-v0, 3 groups x G=4, both rollout paths
+    python benchmarks/rollout_fingerprint.py --model-dir /tmp/fingerprint-model   # before the change
+    python benchmarks/rollout_fingerprint.py --model-dir /tmp/fingerprint-model   # after it
 
 Two collections, both on the tiny local Qwen2 (random weights, ``cmpo.tiny_model``): the engine's
 default path (compaction and joined turns) and the turn-synchronous one (``join_turns=False``);
@@ -22,7 +26,8 @@ import tempfile
 from pathlib import Path
 
 
-def fingerprint(env_id: str, groups: int, group_size: int, max_new_tokens: int, seed: int) -> dict:
+def fingerprint(env_id: str, groups: int, group_size: int, max_new_tokens: int, seed: int,
+                model_dir: str | None = None) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -35,7 +40,9 @@ def fingerprint(env_id: str, groups: int, group_size: int, max_new_tokens: int, 
     torch.set_num_threads(1)
     out: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_tiny_model(Path(tmp) / "tiny")
+        model_dir = Path(model_dir) if model_dir else Path(tmp) / "tiny"
+        if not model_dir.exists():
+            build_tiny_model(model_dir)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = AutoModelForCausalLM.from_pretrained(model_dir)
         sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.9, top_k=50, top_p=0.95,
@@ -73,8 +80,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--group-size", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model-dir", default=None,
+                        help="tiny model folder to use (built there if missing); default: a fresh one")
     args = parser.parse_args(argv)
-    result = fingerprint(args.env, args.groups, args.group_size, args.max_new_tokens, args.seed)
+    result = fingerprint(args.env, args.groups, args.group_size, args.max_new_tokens, args.seed,
+                         args.model_dir)
     print(json.dumps(result, indent=2))
 
 

@@ -343,7 +343,7 @@ def test_growing_cache_layer_appends_in_place_and_holds_what_dynamic_cache_holds
     buffer (no copy of the cache) until it is full."""
     from transformers import DynamicCache
 
-    from cmpo.engines.transformers_engine import GrowingLayer, new_cache
+    from cmpo.engines.kv_cache import GrowingLayer, new_cache
 
     torch.manual_seed(0)
     grow, plain = new_cache(), DynamicCache()
@@ -371,7 +371,7 @@ def test_engine_caches_append_in_place_and_keep_other_layer_types(tiny):
     from transformers import AutoConfig
     from transformers.cache_utils import DynamicSlidingWindowLayer
 
-    from cmpo.engines.transformers_engine import GrowingLayer, new_cache
+    from cmpo.engines.kv_cache import GrowingLayer, new_cache
 
     model, _ = tiny
     assert all(type(layer) is GrowingLayer for layer in new_cache(model.config).layers)

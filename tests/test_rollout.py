@@ -219,10 +219,10 @@ def test_turns_that_end_early_join_the_rows_still_writing(tiny, monkeypatch):
         return original(model_, prompts, *args, **kwargs)
 
     engine._generate = recording
-    from cmpo.engines.transformers_engine import _PrefixCache
+    from cmpo.engines.kv_cache import PrefixCache
 
     split = []  # replies fed apart from the rows still writing (not padded to their width)
-    original_prefill = _PrefixCache.prefill_new_turns
+    original_prefill = PrefixCache.prefill_new_turns
 
     def recording_prefill(store, model_, picks, prompts):
         assert not torch.is_grad_enabled()  # rollouts build no autograd graph
@@ -230,7 +230,7 @@ def test_turns_that_end_early_join_the_rows_still_writing(tiny, monkeypatch):
         split.append(out != picks)
         return out
 
-    monkeypatch.setattr(_PrefixCache, "prefill_new_turns", recording_prefill)
+    monkeypatch.setattr(PrefixCache, "prefill_new_turns", recording_prefill)
     collector = RolloutCollector(env_id, engine, tok, group_size=2, env_kwargs={"max_turns": 3})
     for seed in range(10):  # the first seed whose turns end unevenly enough to join
         turns_per_call.clear()
