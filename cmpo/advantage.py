@@ -38,7 +38,6 @@ __all__ = [
     "get_estimator",
     "estimator_options",
     "spread_to_tokens",
-    "spread_batch_to_tokens",
     "gae_advantages",
 ]
 
@@ -265,23 +264,6 @@ def spread_to_tokens(turn_advantages: Sequence[float], spans: Sequence[tuple[int
         token_adv[start:end] = a
         mask[start:end] = True
     return token_adv, mask
-
-
-def spread_batch_to_tokens(turn_advantages: Sequence[Sequence[float]],
-                           spans: Sequence[Sequence[tuple[int, int]]],
-                           length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`spread_to_tokens` for B rollouts padded to one ``length`` (default: the largest span
-    end). Returns (float32 array (B, length), bool mask (B, length)), ready for
-    ``torch.from_numpy``.
-    """
-    if len(turn_advantages) != len(spans):
-        raise ValueError(f"{len(turn_advantages)} rollouts of advantages but {len(spans)} of spans")
-    if length is None:
-        length = max((int(e) for row in spans for _, e in row), default=0)
-    rows = [spread_to_tokens(a, s, length) for a, s in zip(turn_advantages, spans)]
-    if not rows:
-        return np.zeros((0, length), dtype=np.float32), np.zeros((0, length), dtype=bool)
-    return np.stack([a for a, _ in rows]), np.stack([m for _, m in rows])
 
 
 # -- PPO ----------------------------------------------------------------------------------------

@@ -21,9 +21,6 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-ESTIMATOR_NAMES = ("cmpo", "grpo", "capo")
-CONTROLLER_NAMES = ("pid", "lagrangian", "fixed", "none")
-
 
 def _help(text: str) -> dict[str, str]:
     return {"help": text}

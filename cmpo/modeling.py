@@ -59,9 +59,9 @@ def load_reference(cfg: CMPOConfig, accelerator):
     ref = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, dtype="auto")
     ref.eval().requires_grad_(False)
     if accelerator.state.deepspeed_plugin is not None:
-        from trl.models.utils import prepare_deepspeed
+        from cmpo.compat import prepare_deepspeed_reference
 
-        return prepare_deepspeed(ref, accelerator)
+        return prepare_deepspeed_reference(ref, accelerator)
     return accelerator.prepare_model(ref, evaluation_mode=True)
 
 
@@ -74,7 +74,7 @@ def score_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     Returns ``(logp, entropy, cols)``: ``(B, K)`` tensors over the K token columns ``cols`` (the
     union of masked columns of the batch; ``loss_mask[:, cols]`` says which entries are valid).
     """
-    from trl.trainer.utils import entropy_from_logits, selective_log_softmax
+    from cmpo.compat import entropy_from_logits, selective_log_softmax
 
     cols = torch.nonzero(loss_mask[:, 1:].any(dim=0)).squeeze(1) + 1  # token columns to score
     if cols.numel() == 0:  # nothing to score: keep one column so that backward still runs

@@ -150,10 +150,6 @@ class Episode:
         return float(sum(self.turn_costs))
 
     @property
-    def has_process_reward(self) -> bool:
-        return any(p is not None for p in self.process_rewards)
-
-    @property
     def num_generated_tokens(self) -> int:
         return sum(end - start for start, end in self.turn_spans)
 

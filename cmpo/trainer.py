@@ -42,11 +42,12 @@ class CMPOTrainer:
 
     def __init__(self, config: CMPOConfig, *, model=None, tokenizer=None) -> None:
         from accelerate import Accelerator, PartialState
-        from accelerate.utils import parse_flag_from_env, set_seed
+        from accelerate.utils import set_seed
         from transformers import get_scheduler
 
         import interactcs_gym  # noqa: F401  (registers the suite's env ids)
         from cmpo.advantage import get_estimator
+        from cmpo.compat import fill_deepspeed_config, parse_flag_from_env
         from cmpo.engines import SamplingParams, make_engine, stop_token_ids_for
         from cmpo.lagrangian import make_cost_controller
         from cmpo.metrics import JsonlLog
@@ -65,11 +66,7 @@ class CMPOTrainer:
             gradient_accumulation_steps=self.grad_accum, mixed_precision="bf16" if bf16 else "no",
             log_with=cfg.report_to or None, project_dir=str(self.output_dir))
         set_seed(cfg.seed, device_specific=True)
-        if acc.state.deepspeed_plugin is not None:  # "auto" values accelerate cannot infer here
-            ds = acc.state.deepspeed_plugin.deepspeed_config
-            ds["train_micro_batch_size_per_gpu"] = cfg.micro_batch_size
-            if ds.get("gradient_clipping", "auto") == "auto":
-                ds["gradient_clipping"] = cfg.max_grad_norm
+        fill_deepspeed_config(acc, micro_batch_size=cfg.micro_batch_size, max_grad_norm=cfg.max_grad_norm)
 
         if cfg.build_tiny_model and not Path(cfg.model_name_or_path).exists():
             if acc.is_main_process:

@@ -1,8 +1,74 @@
-"""Shared fixtures. Heavy ones (tiny model, real servers) are built once per session, lazily."""
+"""Shared fixtures. Heavy ones (tiny model, real servers) are built once per session, lazily.
+
+Warning policy: a ``DeprecationWarning``, ``PendingDeprecationWarning`` or ``FutureWarning`` that our
+own code caused fails the test that raised it (the warning is raised as an exception where it was
+issued), so that a deprecated API we call is replaced before it is removed. "Our code caused it"
+means the line the warning points at (its ``stacklevel``) is in ``cmpo/`` or ``interactcs_gym/``, or
+is call plumbing (``torch.nn.Module.__call__``, ``functools``/``contextlib`` wrappers) entered from
+there: a deprecated keyword that ``cmpo`` passes to a model's ``forward`` points at
+``torch/nn/modules/module.py``, whose caller is ours. pytest's ``filterwarnings`` ``module`` field
+cannot say this (it matches only the module the warning points at). Deprecations inside libraries,
+or caused by test code, are reported as usual. ``pytest.warns`` and ``recwarn`` still see warnings
+they expect.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
+import sys
+import warnings
+from pathlib import Path
+
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+OUR_PACKAGES = tuple(f"{ROOT / name}/" for name in ("cmpo", "interactcs_gym"))
+DEPRECATIONS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+
+
+def _plumbing(filename: str) -> bool:
+    """Call machinery between a caller and the function it calls."""
+    module = sys.modules.get("torch.nn.modules.module")
+    return filename in (functools.__file__, contextlib.__file__, getattr(module, "__file__", None))
+
+
+def caused_by_our_code(filename: str, lineno: int, frame) -> bool:
+    """Whether the warning pointing at ``filename:lineno``, issued below ``frame`` on the stack,
+    comes from a line of our packages (directly or through call plumbing)."""
+    while frame is not None and (frame.f_code.co_filename, frame.f_lineno) != (filename, lineno):
+        frame = frame.f_back
+    if frame is None:  # an explicit location (warn_explicit): judge by it alone
+        return _ours(filename)
+    while frame is not None and _plumbing(frame.f_code.co_filename):
+        frame = frame.f_back
+    return frame is not None and _ours(frame.f_code.co_filename)
+
+
+def _ours(filename: str) -> bool:
+    return os.path.abspath(filename).startswith(OUR_PACKAGES)
+
+
+@contextlib.contextmanager
+def our_deprecations_raise():
+    """Within: deprecation warnings caused by our code are raised (see the module docstring)."""
+    with warnings.catch_warnings():
+        report = warnings.showwarning  # pytest's recorder
+
+        def showwarning(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, DEPRECATIONS) and caused_by_our_code(filename, lineno, sys._getframe(1)):
+                raise message if isinstance(message, Warning) else category(message)
+            report(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = showwarning
+        yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    with our_deprecations_raise():  # inside pytest's own warning capture (setup, call, teardown)
+        return (yield)
 
 
 @pytest.fixture(scope="session")
@@ -20,11 +86,11 @@ def fresh_accelerate_state():
     """accelerate keeps one process-wide state; a test that runs a trainer in this process starts
     from a clean one and leaves one (SFTConfig, for one, turns bf16 on by default). Modules use it
     with ``pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")``."""
-    from accelerate.state import AcceleratorState
+    from cmpo.compat import reset_accelerate_state
 
-    AcceleratorState._reset_state(reset_partial_state=True)
+    reset_accelerate_state()
     yield
-    AcceleratorState._reset_state(reset_partial_state=True)
+    reset_accelerate_state()
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,6 @@ from cmpo.advantage import (
     get_estimator,
     grpo_advantages,
     hybrid_advantages,
-    spread_batch_to_tokens,
     spread_to_tokens,
 )
 
@@ -235,12 +234,7 @@ def test_spread_to_tokens():
     assert not mask.any() and not adv.any()
 
 
-def test_spread_batch_to_tokens_pads_to_the_longest():
-    adv, mask = spread_batch_to_tokens([[1.0], [2.0, 3.0]], [[(1, 3)], [(0, 1), (2, 5)]])
-    np.testing.assert_array_equal(adv, [[0, 1, 1, 0, 0], [2, 0, 3, 3, 3]])
-    np.testing.assert_array_equal(mask, [[0, 1, 1, 0, 0], [1, 0, 1, 1, 1]])
-    adv, mask = spread_batch_to_tokens([[1.0]], [[(0, 2)]], length=4)
-    assert adv.shape == mask.shape == (1, 4)
+def test_spread_to_tokens_needs_an_int_length():
     with pytest.raises(ValueError, match="length must be an int"):
         spread_to_tokens([1.0], [(0, 2)], length=4.0)
 

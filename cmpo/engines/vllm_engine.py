@@ -85,8 +85,9 @@ class VLLMEngine(GenerationEngine):
                                 or vllm_kwargs.get("tensor_parallel_size", 1) > 1))
         if generation is None:
             require_vllm()
-            from trl.generation.vllm_generation import VLLMGeneration
+            from cmpo.compat import vllm_generation_class
 
+            VLLMGeneration = vllm_generation_class()
             generation = VLLMGeneration(model=model, accelerator=accelerator,
                                         processing_class=tokenizer,
                                         **vllm_generation_kwargs(sampling, **vllm_kwargs))
