@@ -40,8 +40,8 @@ import torch
 
 from cmpo.advantage import gae_advantages
 
-__all__ = ["token_rewards", "masked_gae", "whiten", "clipped_value_loss", "param_groups",
-           "PPOAdvantages"]
+__all__ = ["PPOAdvantages", "clipped_value_loss", "masked_gae", "param_groups", "token_rewards",
+           "whiten"]
 
 
 def token_rewards(episode, lam: float, *, w_o: float = 1.0, w_p: float = 1.0,

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["ValueHead", "PolicyWithValueHead", "ValueOutput", "VALUE_HEAD_FILE", "load_value_head"]
+__all__ = ["VALUE_HEAD_FILE", "PolicyWithValueHead", "ValueHead", "ValueOutput", "load_value_head"]
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 _PREFIX = "v_head."
