@@ -197,15 +197,18 @@ class CMPOTrainer:
         lam = self.controller.update(mean_cost)
 
         # 3. Per-turn advantages, group by group; each sampled token gets its turn's advantage.
-        #    (ppo: per-token rewards here, GAE once the old values are scored in step 4)
-        rows = self.ppo.rows(episodes, lam) if self.ppo is not None else []
-        for g in range(len(seeds) if self.ppo is None else 0):
-            group = episodes[g * cfg.group_size:(g + 1) * cfg.group_size]
-            turn_adv = self.estimator([ep.outcome for ep in group],
-                                      [[0.0 if p is None else p for p in ep.process_rewards]
-                                       for ep in group],
-                                      [ep.turn_costs for ep in group], lam, **self.estimator_kwargs)
-            rows += token_rows(group, turn_adv)
+        if self.ppo is not None:  # ppo: per-token rewards here, GAE once step 4 scored the values
+            rows = self.ppo.rows(episodes, lam)
+        else:
+            rows = []
+            for g in range(len(seeds)):
+                group = episodes[g * cfg.group_size:(g + 1) * cfg.group_size]
+                turn_adv = self.estimator([ep.outcome for ep in group],
+                                          [[0.0 if p is None else p for p in ep.process_rewards]
+                                           for ep in group],
+                                          [ep.turn_costs for ep in group], lam,
+                                          **self.estimator_kwargs)
+                rows += token_rows(group, turn_adv)
 
         # 4. Policy update: epochs x mini-batches, each accumulated over micro-batches.
         t_update = time.perf_counter()
