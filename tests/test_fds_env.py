@@ -17,7 +17,7 @@ from interactcs_gym import INFO_KEYS
 from interactcs_gym.agents import load_agent
 from interactcs_gym.fds.env import FoodDeliveryServiceEnv
 from interactcs_gym.judges.base import ProcessRewardJudge, TurnContext, TurnScore
-from interactcs_gym.users.base import AgentTurn, UserReply, UserSimulator
+from interactcs_gym.fds.users.base import AgentTurn, UserReply, UserSimulator
 
 # LLM-backed ids (nondeterministic, need a back-end) get check_env in tests/test_llm_user.py with a
 # deterministic stub server.
@@ -282,7 +282,7 @@ def test_user_simulator_instance_and_module_path():
 
 
 def test_llm_simulator_is_imported_lazily_with_kwargs(monkeypatch):
-    module = types.ModuleType("interactcs_gym.users.llm")
+    module = types.ModuleType("interactcs_gym.fds.users.llm")
 
     class LLMUserSimulator(ScriptedUser):
         nondeterministic = True
@@ -292,7 +292,7 @@ def test_llm_simulator_is_imported_lazily_with_kwargs(monkeypatch):
             self.backend = backend
 
     module.LLMUserSimulator = LLMUserSimulator
-    monkeypatch.setitem(sys.modules, "interactcs_gym.users.llm", module)
+    monkeypatch.setitem(sys.modules, "interactcs_gym.fds.users.llm", module)
     env = gym.make("FDS-Hard-v0", user_simulator="llm", user_simulator_kwargs={"backend": "b"})
     assert env.unwrapped.user_simulator.backend == "b"
     assert env.reset(seed=0)[0].startswith("llm-user")

@@ -31,18 +31,16 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from interactcs_gym._imports import load_attr
-from interactcs_gym.evaluation.metrics import (
+from interactcs_gym.core.metrics import (
     ALL_STATUSES,
     STATUS_AGENT_ERROR,
     STATUS_BACKEND_ERROR,
     STATUS_ENV_ERROR,
     STATUS_OK,
     MetricFamily,
-    family_spec_for_env,
-    register_metric_family,
-    resolve_family,
 )
+from interactcs_gym.core.names import load_attr
+from interactcs_gym.evaluation.metrics import family_spec_for_env, register_metric_family, resolve_family
 from interactcs_gym.evaluation.redact import Scrubber, redact_kwargs
 from interactcs_gym.evaluation.store import (
     SCHEMA_VERSION,
