@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, SupportsFloat
+from typing import Any
 
 import numpy as np
 
@@ -123,7 +123,7 @@ class FoodDeliveryServiceEnv(DialogueEnv):
     | ``process_judge`` | ``None`` | a ``ProcessRewardJudge``, or a name for ``interactcs_gym.judges.make_process_judge``; called once per step, its exceptions propagate |
     | ``process_judge_kwargs`` | ``None`` | kwargs for ``make_process_judge`` |
     | ``max_turns`` | ``15`` | agent turns before truncation (T_max) |
-    | ``render_mode`` | ``None`` | ``"ansi"`` (transcript as text) or ``"human"`` (print) |
+    | ``render_mode`` | ``None`` | ``"ansi"``: ``env.render()`` returns the transcript as text |
 
     ## Information
 
@@ -156,7 +156,6 @@ class FoodDeliveryServiceEnv(DialogueEnv):
     * v0: initial release (persona simulator, LLM simulator hook, process-judge hook).
     """
 
-    metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
     #: The evaluation CLI's and the trainer's metric family: Sat, FR, Comm, Logic, V-Rate, cost, turns.
     metric_family = FDS_METRICS
 
@@ -177,14 +176,8 @@ class FoodDeliveryServiceEnv(DialogueEnv):
         self.user_simulator = make_user_simulator(user_simulator, user_simulator_kwargs)
         self.process_judge = make_judge(process_judge, process_judge_kwargs)
         self._user: UserCase | None = None
-        self._raw_len = 0
 
     # ------------------------------------------------------------------ API
-    def step(self, action: str) -> tuple[str, SupportsFloat, bool, bool, dict[str, Any]]:
-        # Remember the unclipped length: an oversized turn is a violation (the base clips it).
-        self._raw_len = len(action) if isinstance(action, str) else 0
-        return super().step(action)
-
     def close(self) -> None:
         self.user_simulator.close()
         super().close()
@@ -226,8 +219,8 @@ class FoodDeliveryServiceEnv(DialogueEnv):
         bound = self.action_space.max_length
         # The base env clips an oversized turn and reports it in format_error itself; here it only
         # counts as a violation and goes into the notice the agent reads.
-        oversize = (f"Your turn was {self._raw_len} characters long; only the first {bound} were read."
-                    if self._raw_len > bound else None)
+        oversize = (f"Your turn was {self.action_length} characters long; only the first {bound} were "
+                    "read." if self.action_length > bound else None)
         costs: dict[str, float] = {}
         issued = False
         if parsed.action == "voucher" and not problems and oversize is None:
