@@ -13,27 +13,11 @@ every episode in a resumable JSONL results file, report the paper's metrics as M
 """
 
 from interactcs_gym.core.metrics import GENERIC_METRICS, Metric, MetricFamily, mean_std_over_seeds
+from interactcs_gym.evaluation.episode import play_episode
 from interactcs_gym.evaluation.metrics import register_metric_family, resolve_family
-from interactcs_gym.evaluation.runner import (
-                                              EvalConfig,
-                                              EvaluationError,
-                                              EvaluationResult,
-                                              episode_seeds,
-                                              evaluate,
-                                              run_episode,
-)
+from interactcs_gym.evaluation.runner import (EvalConfig, EvaluationError, EvaluationResult,
+                                              episode_seeds, evaluate, run_episode)
 
-__all__ = [
-                                              "GENERIC_METRICS",
-                                              "EvalConfig",
-                                              "EvaluationError",
-                                              "EvaluationResult",
-                                              "Metric",
-                                              "MetricFamily",
-                                              "episode_seeds",
-                                              "evaluate",
-                                              "mean_std_over_seeds",
-                                              "register_metric_family",
-                                              "resolve_family",
-                                              "run_episode",
-]
+__all__ = ["evaluate", "play_episode", "run_episode", "episode_seeds", "EvalConfig", "EvaluationError",
+           "EvaluationResult", "Metric", "MetricFamily", "GENERIC_METRICS", "mean_std_over_seeds",
+           "register_metric_family", "resolve_family"]
