@@ -20,18 +20,15 @@ import gymnasium as gym
 
 import interactcs_gym  # noqa: F401
 from interactcs_gym.agents import load_agent
+from interactcs_gym.evaluation import play_episode
 
 
 def run_episode(env, agent, user: int, seed: int, step_times: list[float]) -> dict:
-    agent.reset(seed=seed * 100_003 + user)
-    obs, info = env.reset(seed=seed, options={"user_index": user})
-    done = False
-    while not done:
-        action = agent.act(obs, info)
-        t0 = time.perf_counter()
-        obs, reward, term, trunc, info = env.step(action)
-        step_times.append(time.perf_counter() - t0)
-        done = term or trunc
+    episode = play_episode(env, agent, seed=seed, options={"user_index": user},
+                           agent_seed=seed * 100_003 + user, step_times=step_times)
+    if episode["status"] != "ok":
+        raise RuntimeError(f"user {user}, seed {seed}: {episode['status']}: {episode['error']}")
+    info = episode["final_info"]
     return {"sat": info["satisfaction"], "fr": info["finished_ok"], "voucher": info["voucher_issued"],
             "turns": info["turn"], "reason": info["termination_reason"], "task": info["task"]}
 

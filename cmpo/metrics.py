@@ -6,6 +6,10 @@ Metric names are grouped CleanRL-style:
   (mean final ``info["satisfaction"]``, FDS), ``session_cost`` (J_C = mean C_i), ``cost_rate``
   (fraction of sessions with C_i > 0: FDS's V-Rate), ``finished_rate`` (FDS's FR), ``turns``,
   ``generated_tokens``, ``truncated_rate``;
+* ``metrics/``: the env's metric family (the env class declares it; the same definitions as the
+  evaluation CLI's tables): for FDS ``sat``, ``fr``, ``v_rate``, ``cost``, ``turns``; for τ²
+  ``pass`` (Pass@1), ``comm``, ``db``, ... Rates are fractions in [0, 1] (the tables show x100);
+  judged metrics (Comm, Logic) appear only when the episodes carry quality scores;
 * ``cost/``: ``lambda`` (λ_k used in this step's advantages), ``limit`` (d);
 * ``loss/``: ``loss``, ``policy_loss``, ``kl_ref`` (k3 to the reference, when β > 0), ``approx_kl``
   (to the rollout policy), ``clip_fraction``, ``entropy``, ``mean_ratio``, ``grad_norm``; with the
@@ -27,11 +31,32 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from cmpo.rollout import Episode
+from interactcs_gym.core.metrics import GENERIC_METRICS, MetricFamily, summarize_episodes
 
 
 def _mean(values: Iterable[float]) -> float:
     values = [float(v) for v in values]
     return sum(values) / len(values) if values else float("nan")
+
+
+def episode_record(ep: Episode) -> dict[str, Any]:
+    """The episode as the evaluation's results file records it, as far as metric families read it."""
+    return {"status": "ok", "seed_index": 0, "final_info": ep.final_info, "return": float(sum(ep.rewards)),
+            "cost_total": float(ep.session_cost), "turns": ep.num_turns,
+            "termination_reason": ep.termination_reason, "quality": None,
+            "per_turn": [{"cost": c} for c in ep.turn_costs]}
+
+
+def family_metrics(family: MetricFamily, summaries: list[dict[str, Any]]) -> dict[str, float]:
+    """``metrics/<key>``: the mean over the step's episodes of each metric of ``family`` that has a
+    value (:func:`interactcs_gym.core.metrics.summarize_episodes` over one seed).
+
+    Rollouts keep no per-turn format flags, so the generic family's FR (every turn well formed) is
+    left out; FDS's FR comes from the env's own ``finished_ok`` and is exact."""
+    aggregates = summarize_episodes(family, [s["record"] for s in summaries])
+    skip = {"fr"} if family is GENERIC_METRICS else set()
+    return {f"metrics/{key}": agg.mean for key, agg in aggregates.items()
+            if agg.mean is not None and key not in skip}
 
 
 def summarize(ep: Episode) -> dict[str, Any]:
@@ -42,7 +67,7 @@ def summarize(ep: Episode) -> dict[str, Any]:
             "satisfaction": info.get("satisfaction") if isinstance(info.get("satisfaction"), (int, float)) else None,
             "finished_ok": bool(info["finished_ok"]) if "finished_ok" in info else None,
             "turns": ep.num_turns, "generated_tokens": ep.num_generated_tokens,
-            "truncated": ep.truncated}
+            "truncated": ep.truncated, "record": episode_record(ep)}
 
 
 def rollout_metrics(summaries: list[dict[str, Any]]) -> dict[str, float]:

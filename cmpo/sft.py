@@ -42,31 +42,26 @@ def demonstrations(env_id: str, agent: str, episodes: int, *, seed: int = 0,
 
     import interactcs_gym  # noqa: F401  (registers the suite's env ids)
     from interactcs_gym.agents.registry import load_agent
+    from interactcs_gym.evaluation.episode import play_episode
 
     env = gym.make(env_id, **(env_kwargs or {}))
     policy = load_agent(agent)
     try:
         for i in range(episodes):
-            policy.reset(seed=seed + i)
-            obs, info = env.reset(seed=seed + i)
-            messages = info.get("messages") or [{"role": "user", "content": obs}]
-            reward = cost = 0.0
-            done = False
-            while not done:
-                action = policy.act(obs, info)
-                obs, r, terminated, truncated, info = env.step(action)
-                reward += float(r)
-                cost += float(info.get("cost", 0.0))
-                messages = info.get("messages") or messages + [
-                    {"role": "assistant", "content": action}, {"role": "user", "content": obs}]
-                done = terminated or truncated
+            episode = play_episode(env, policy, seed=seed + i)
+            if episode["status"] != "ok":
+                error = episode["error"]
+                raise RuntimeError(f"demonstration {i} of {agent!r} on {env_id}: {episode['status']} "
+                                   f"in {error['phase']}: {error['type']}: {error['message']}")
+            reward, cost = episode["return"], episode["cost_total"]
             if (min_reward is not None and reward < min_reward) or (max_cost is not None and cost > max_cost):
                 continue
+            messages = episode["messages"]
             while messages and messages[-1]["role"] != "assistant":  # end on the agent's turn
                 messages = messages[:-1]
             yield {"messages": messages, "env_id": env_id, "seed": seed + i, "reward": reward,
-                   "cost": cost, "satisfaction": info.get("satisfaction"),
-                   "termination_reason": info.get("termination_reason")}
+                   "cost": cost, "satisfaction": episode["final_info"].get("satisfaction"),
+                   "termination_reason": episode["termination_reason"]}
     finally:
         env.close()
 

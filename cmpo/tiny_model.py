@@ -116,18 +116,21 @@ def opening_turns(tokenizer, env_id: str, agent: str, episodes: int, *, seed: in
 
     import interactcs_gym  # noqa: F401  (registers the suite's env ids)
     from interactcs_gym.agents.registry import load_agent
+    from interactcs_gym.evaluation.episode import play_episode
 
     env = gym.make(env_id, **(env_kwargs or {}))
     policy = load_agent(agent)
     pairs = []
     try:
         for i in range(episodes):
-            policy.reset(seed=seed + i)
-            obs, info = env.reset(seed=seed + i)
-            messages = info.get("messages") or [{"role": "user", "content": obs}]
-            prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+            episode = play_episode(env, policy, seed=seed + i, stop_after=1)
+            if episode["status"] != "ok" or not episode["turns"]:
+                raise RuntimeError(f"opening {i} of {agent!r} on {env_id}: {episode['status']} "
+                                   f"({episode['error']})")
+            *opening, first = episode["messages"][:-1]  # the opening, then the agent's first turn
+            prompt = tokenizer.apply_chat_template(opening, add_generation_prompt=True, tokenize=True,
                                                    return_dict=False)
-            text = policy.act(obs, info) + tokenizer.eos_token
+            text = first["content"] + tokenizer.eos_token
             pairs.append((list(prompt), tokenizer(text, add_special_tokens=False)["input_ids"]))
     finally:
         env.close()

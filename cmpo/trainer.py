@@ -175,7 +175,8 @@ class CMPOTrainer:
         """One CMPO step (module docstring, points 1-4); returns its metrics."""
         from accelerate.utils import gather_object
 
-        from cmpo.metrics import rollout_metrics, summarize
+        from cmpo.metrics import family_metrics, rollout_metrics, summarize
+        from interactcs_gym.evaluation.metrics import family_for_env
 
         cfg, acc = self.config, self.accelerator
         t_start = time.perf_counter()
@@ -216,7 +217,8 @@ class CMPOTrainer:
         stats = self._update(rows)
         self.engine.sync_weights()
 
-        metrics = {**rollout_metrics(summaries), **value_metrics,
+        metrics = {**rollout_metrics(summaries), **family_metrics(family_for_env(cfg.env_id), summaries),
+                   **value_metrics,
                    "cost/lambda": lam, "cost/limit": cfg.cost_limit, **stats,
                    "train/lr": lr,
                    "perf/rollout_s": rollout.total_s, "perf/env_s": rollout.env_s,

@@ -10,7 +10,7 @@ import time
 import pytest
 
 pytest.importorskip("interactcs_gym.fds.env")
-pytest.importorskip("interactcs_gym.agents.sop")
+pytest.importorskip("interactcs_gym.fds.sop_agent")
 
 from test_evaluation_cli import REPO, by_key, cli_env, episodes, metrics, run_cli  # noqa: E402
 

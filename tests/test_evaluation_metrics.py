@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from interactcs_gym.evaluation.metrics import (FDS_METRICS, GENERIC_METRICS, MetricFamily,
-                                               Metric, family_spec_for_env, mean_std_over_seeds,
-                                               resolve_family)
+from interactcs_gym.core.metrics import GENERIC_METRICS, Metric, MetricFamily, mean_std_over_seeds
+from interactcs_gym.evaluation.metrics import family_spec_for_env, resolve_family
+from interactcs_gym.fds.metrics import FDS_METRICS
 from interactcs_gym.evaluation.plots import pareto_front, pareto_plot
 from interactcs_gym.evaluation.redact import REDACTED, Scrubber, redact_kwargs
 from interactcs_gym.evaluation.report import load_runs, markdown_report
@@ -213,7 +213,9 @@ CUSTOM = MetricFamily(name="tau2-like", title="τ²-like", utility="pass", cost=
 def test_metric_family_resolution_hook(tmp_path):
     assert family_spec_for_env("FDS-Hard-v0") == "fds"
     assert family_spec_for_env("interactcs_gym:FDS-Easy-v0") == "fds"
-    assert family_spec_for_env("Tau2-Retail-v0") == "generic"
+    # an id without an env: the family its registered class declares (no id-prefix table)
+    assert family_spec_for_env("Tau2-Retail-v0") == "interactcs_gym.tau2.metrics:TAU2_METRICS"
+    assert family_spec_for_env("Unregistered-v0") == "generic"
     assert family_spec_for_env("X-v0", _Env("fds")) == "fds"
     spec = "test_evaluation_metrics:CUSTOM"
     assert family_spec_for_env("Tau2-Retail-v0", _Env(spec)) == spec

@@ -5,22 +5,19 @@ from __future__ import annotations
 import subprocess
 import sys
 import types
-import warnings
 
 import gymnasium as gym
 import numpy as np
 import pytest
-from gymnasium.utils.env_checker import check_env
 
 import interactcs_gym
 from interactcs_gym import INFO_KEYS
 from interactcs_gym.agents import load_agent
 from interactcs_gym.fds.env import FoodDeliveryServiceEnv
 from interactcs_gym.judges.base import ProcessRewardJudge, TurnContext, TurnScore
-from interactcs_gym.users.base import AgentTurn, UserReply, UserSimulator
+from interactcs_gym.fds.users.base import AgentTurn, UserReply, UserSimulator
 
-# LLM-backed ids (nondeterministic, need a back-end) get check_env in tests/test_llm_user.py with a
-# deterministic stub server.
+# check_env runs over every registered id in tests/test_env_checker.py.
 FDS_IDS = [i for i in interactcs_gym.registered_ids()
            if i.startswith("FDS-") and not gym.spec(i).nondeterministic]
 FDS_EXTRA = ("satisfaction", "voucher_issued", "finished_ok")
@@ -43,16 +40,6 @@ def play(env, actions, seed=0, user_index=None):
 
 def test_registered_ids():
     assert {"FDS-Hard-v0", "FDS-Easy-v0"} <= set(FDS_IDS)
-
-
-@pytest.mark.parametrize("env_id", FDS_IDS)
-def test_check_env_passes_without_any_warning(env_id):
-    env = gym.make(env_id)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        check_env(env.unwrapped)
-    assert [str(w.message) for w in caught] == []
-    env.close()
 
 
 def test_make_with_namespace_prefix_needs_no_prior_import_and_loads_no_torch(tmp_path):
@@ -282,7 +269,7 @@ def test_user_simulator_instance_and_module_path():
 
 
 def test_llm_simulator_is_imported_lazily_with_kwargs(monkeypatch):
-    module = types.ModuleType("interactcs_gym.users.llm")
+    module = types.ModuleType("interactcs_gym.fds.users.llm")
 
     class LLMUserSimulator(ScriptedUser):
         nondeterministic = True
@@ -292,7 +279,7 @@ def test_llm_simulator_is_imported_lazily_with_kwargs(monkeypatch):
             self.backend = backend
 
     module.LLMUserSimulator = LLMUserSimulator
-    monkeypatch.setitem(sys.modules, "interactcs_gym.users.llm", module)
+    monkeypatch.setitem(sys.modules, "interactcs_gym.fds.users.llm", module)
     env = gym.make("FDS-Hard-v0", user_simulator="llm", user_simulator_kwargs={"backend": "b"})
     assert env.unwrapped.user_simulator.backend == "b"
     assert env.reset(seed=0)[0].startswith("llm-user")

@@ -7,11 +7,11 @@ import statistics
 import numpy as np
 import pytest
 
-import interactcs_gym.users.persona as persona_mod
+import interactcs_gym.fds.users.persona as persona_mod
 from interactcs_gym.fds.prompts import PHOTO_MARKER
 from interactcs_gym.fds.splits import load_split
-from interactcs_gym.users.base import AgentTurn, UserReply
-from interactcs_gym.users.persona import PersonaUserSimulator, invented_fact, read_agent_text
+from interactcs_gym.fds.users.base import AgentTurn, UserReply
+from interactcs_gym.fds.users.persona import PersonaUserSimulator, invented_fact, read_agent_text
 
 TEST_USERS = [u for d in ("hard", "easy") for u in load_split(d, "test")]
 OPENER = "I'm sorry to hear about this problem."

@@ -161,7 +161,7 @@ def test_llm_process_judge_in_the_env_real_server(chat_server):
 def test_forgery_through_the_real_server(chat_server):
     import gymnasium as gym
 
-    from interactcs_gym.users.llm import initial_satisfaction
+    from interactcs_gym.fds.users.llm import initial_satisfaction
 
     env = gym.make("FDS-Hard-LLM-v0", max_turns=2, user_simulator_kwargs={
         "base_url": chat_server.base_url, "model": chat_server.model, "max_retries": 1,

@@ -13,8 +13,8 @@ import interactcs_gym  # noqa: F401  (registers the ids)
 from chat_stub import ChatStub, ScriptedBackend
 from interactcs_gym.fds.splits import load_split
 from interactcs_gym.llm import ChatBackendError
-from interactcs_gym.users.base import AgentTurn
-from interactcs_gym.users.llm import LLMUserSimulator, initial_satisfaction
+from interactcs_gym.fds.users.base import AgentTurn
+from interactcs_gym.fds.users.llm import LLMUserSimulator, initial_satisfaction
 
 GOOD = "<think>t</think><response>I'm sorry about that. Could you send a photo?</response><action>chat</action>"
 VOUCHER = "<think>t</think><response>Here is a voucher for the trouble.</response><action>voucher</action>"

@@ -40,14 +40,12 @@ def test_tasks_without_checks_and_premature_ends():
 
 
 def test_metric_family_of_the_evaluation_cli():
-    evaluation = pytest.importorskip("interactcs_gym.evaluation.metrics",
-                                     reason="the evaluation CLI is not here yet")
-    if not hasattr(evaluation, "summarize_episodes"):
-        pytest.skip("the evaluation CLI's metric families are not here yet")
+    from interactcs_gym.core.metrics import summarize_episodes
+    from interactcs_gym.evaluation.metrics import resolve_family
     from interactcs_gym.tau2.env import Tau2Env
     from interactcs_gym.tau2.metrics import TAU2_METRICS
 
-    assert evaluation.resolve_family(Tau2Env.metric_family) is TAU2_METRICS
+    assert resolve_family(Tau2Env.metric_family) is TAU2_METRICS
 
     def record(seed, user, parts, status="ok", cost=0.0):
         return {"status": status, "seed_index": seed, "user_index": user, "cost_total": cost,
@@ -57,7 +55,7 @@ def test_metric_family_of_the_evaluation_cli():
     lost = episode_metrics(_info(0.0, db=0.0, comm=[True], actions=[True, False]), 2)
     records = [record(0, 0, won, cost=100.0), record(0, 1, lost),
                record(1, 0, won), record(1, 1, None, status="agent_error")]
-    summary = evaluation.summarize_episodes(TAU2_METRICS, records)
+    summary = summarize_episodes(TAU2_METRICS, records)
     assert summary["pass"].mean == pytest.approx(0.5) and summary["pass"].std == 0.0
     assert summary["comm"].mean == pytest.approx((1.0 + 0.5) / 2)   # seed 1's failed agent: 0
     assert summary["actions_matched"].mean == pytest.approx((3 + 2) / 2)  # summed per seed

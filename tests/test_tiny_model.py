@@ -17,7 +17,7 @@ def test_opening_turns_are_the_templated_opening_and_the_agents_first_turn(token
     import gymnasium as gym
 
     from cmpo.tiny_model import opening_turns
-    from interactcs_gym.agents.fixed import AlwaysVoucherAgent
+    from interactcs_gym.fds.fixed_agents import AlwaysVoucherAgent
 
     pairs = opening_turns(tokenizer, "FDS-Hard-v0", "always-voucher", 2, seed=5, env_kwargs={"split": "train"})
     env = gym.make("FDS-Hard-v0", split="train")

@@ -122,3 +122,20 @@ def test_kl_to_reference_model(tmp_path, tiny_model_dir, use_peft):
     assert records[0]["loss/mean_ratio"] == pytest.approx(1.0, abs=1e-5)  # recomputed old log-probs
     if use_peft:
         assert (tmp_path / "run" / "final" / "adapter_config.json").exists()
+
+
+def test_family_metrics_use_the_env_family_definitions():
+    """The trainer logs the env's metric family (metrics/*) with the evaluation's definitions."""
+    from cmpo.metrics import family_metrics
+    from interactcs_gym.evaluation.metrics import family_for_env
+
+    def summary(sat, finished, voucher, cost):
+        return {"record": {"status": "ok", "seed_index": 0, "cost_total": cost, "turns": 3, "quality": None,
+                           "final_info": {"satisfaction": sat, "finished_ok": finished,
+                                          "voucher_issued": voucher}, "per_turn": []}}
+
+    family = family_for_env("FDS-Hard-v0")
+    assert family.name == "fds"
+    got = family_metrics(family, [summary(5, True, True, 1.0), summary(2, False, False, 0.0)])
+    assert got == {"metrics/sat": 3.5, "metrics/fr": 0.5, "metrics/v_rate": 0.5, "metrics/cost": 0.5,
+                   "metrics/turns": 3.0}  # Comm/Logic need a quality judge: not logged

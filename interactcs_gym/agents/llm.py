@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from interactcs_gym.agents.base import Agent
+from interactcs_gym.core.agent import Agent
 from interactcs_gym.llm import ChatBackend, make_backend
 
 DEFAULT_SAMPLING = {"temperature": 0.7, "max_tokens": 512}

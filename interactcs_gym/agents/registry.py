@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from interactcs_gym._imports import load_attr
-from interactcs_gym.agents.base import Agent
+from interactcs_gym.core.agent import Agent
+from interactcs_gym.core.names import build
 
 #: Short names of the reference agents -> "module:Class".
 AGENTS: dict[str, str] = {
-    "sop": "interactcs_gym.agents.sop:SOPAgent",
-    "always-voucher": "interactcs_gym.agents.fixed:AlwaysVoucherAgent",
-    "never-voucher": "interactcs_gym.agents.fixed:NeverVoucherAgent",
-    "random": "interactcs_gym.agents.fixed:RandomAgent",
+    "sop": "interactcs_gym.fds.sop_agent:SOPAgent",
+    "always-voucher": "interactcs_gym.fds.fixed_agents:AlwaysVoucherAgent",
+    "never-voucher": "interactcs_gym.fds.fixed_agents:NeverVoucherAgent",
+    "random": "interactcs_gym.fds.fixed_agents:RandomAgent",
     "llm": "interactcs_gym.agents.llm:LLMAgent",
 }
 
@@ -22,13 +22,4 @@ def load_agent(spec: str | Agent, **kwargs: Any) -> Agent:
 
     ``kwargs`` go to the class constructor. An :class:`Agent` instance is returned as is.
     """
-    if isinstance(spec, Agent):
-        return spec
-    target = AGENTS.get(spec, spec)
-    if ":" not in target:
-        raise ValueError(f"unknown agent {spec!r}: use one of {sorted(AGENTS)} or 'module:Class'")
-    cls = load_attr(target, what="agent")
-    agent = cls(**kwargs)
-    if not callable(getattr(agent, "act", None)):
-        raise TypeError(f"{target} does not implement act(observation, info) -> str")
-    return agent
+    return build("agent", AGENTS, Agent, spec, kwargs)

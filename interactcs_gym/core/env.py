@@ -5,8 +5,12 @@ A concrete env implements two small hooks and inherits the whole contract:
 * ``_start(options) -> Opening``: draw the episode (scenario, user) from ``self.np_random`` and
   return the system prompt, the first observation and the task descriptors.
 * ``_advance(action) -> StepOutcome``: react to one agent action (already a ``str`` no longer
-  than the action-space bound) and say what the agent sees next, the reward, the costs and whether
-  the episode ends.
+  than the action-space bound; :attr:`DialogueEnv.action_length` is its length before clipping) and
+  say what the agent sees next, the reward, the costs and whether the episode ends.
+
+Envs implement these hooks and never override ``step`` or ``reset``: what an env needs from them
+is given to it (:attr:`DialogueEnv.reset_seed`, :attr:`DialogueEnv.action_length`,
+``Opening.history`` for messages the agent sees before its first observation).
 
 The base class keeps the dialogue in chat format, accounts for costs, counts turns, clips oversized
 actions and observations (recorded as protocol violations, never raised), refuses misuse (a
@@ -34,13 +38,18 @@ DEFAULT_MAX_OBSERVATION_CHARS = 65_536
 
 @dataclass
 class Opening:
-    """What ``_start`` returns: the beginning of an episode."""
+    """What ``_start`` returns: the beginning of an episode.
+
+    The dialogue starts ``[system prompt, *history, observation]``: ``history`` holds chat messages
+    the agent sees before the observation (e.g. a greeting or a task's earlier turns).
+    """
 
     system_prompt: str
     observation: str
     task: dict[str, Any]
     extra_info: dict[str, Any] = field(default_factory=dict)
     observation_role: str = "user"
+    history: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -71,7 +80,7 @@ class DialogueEnv(gym.Env[str, str]):
     ``info["messages"]``.
     """
 
-    metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(self, render_mode: str | None = None, *,
                  max_action_chars: int = DEFAULT_MAX_ACTION_CHARS,
@@ -87,6 +96,8 @@ class DialogueEnv(gym.Env[str, str]):
         self._turn = 0
         self._cost_total = 0.0
         self._task: dict[str, Any] = {}
+        self._reset_seed: int | None = None
+        self._action_length = 0
 
     # ------------------------------------------------------------------ hooks
     def _start(self, options: dict[str, Any]) -> Opening:
@@ -106,6 +117,7 @@ class DialogueEnv(gym.Env[str, str]):
 
         bound = self.action_space.max_length
         clipped = action if len(action) <= bound else action[:bound]
+        self._action_length = len(action)
         self._turn += 1
         self._messages.append({"role": "assistant", "content": clipped})
         out = self._advance(clipped)
@@ -123,16 +135,16 @@ class DialogueEnv(gym.Env[str, str]):
         info = self._info(cost=cost, costs=out.costs, format_ok=out.format_ok,
                           format_error=out.format_error,
                           termination_reason=out.termination_reason, extra=out.extra_info)
-        if self.render_mode == "human":
-            self.render()
         return obs, float(out.reward), bool(out.terminated), bool(out.truncated), info
 
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         super().reset(seed=seed)
+        self._reset_seed = seed
         opening = self._start(dict(options or {}))
         obs = self._clip_observation(opening.observation)
         self._messages = [{"role": "system", "content": opening.system_prompt},
+                          *({"role": str(m["role"]), "content": str(m["content"])} for m in opening.history),
                           {"role": opening.observation_role, "content": obs}]
         self._done = False
         self._turn = 0
@@ -140,20 +152,26 @@ class DialogueEnv(gym.Env[str, str]):
         self._task = dict(opening.task)
         info = self._info(cost=0.0, costs={}, format_ok=True, format_error=None,
                           termination_reason=None, extra=opening.extra_info)
-        if self.render_mode == "human":
-            self.render()
         return obs, info
 
     def render(self) -> str | None:
-        """``ansi``: the transcript as text; ``human``: print the newest messages."""
-        if self._messages is None:
+        """``ansi``: the transcript as text (``print(env.render())`` shows it); ``None``: nothing.
+
+        There is no ``human`` mode: an env of the suite never prints by itself (gymnasium's
+        ``check_env``, evaluation and training runs stay silent)."""
+        if self._messages is None or self.render_mode != "ansi":
             return None
-        if self.render_mode == "ansi":
-            return "\n\n".join(f"[{m['role']}] {m['content']}" for m in self._messages)
-        if self.render_mode == "human":
-            for m in self._messages[-2:]:
-                print(f"[{m['role']}] {m['content']}")
-        return None
+        return "\n\n".join(f"[{m['role']}] {m['content']}" for m in self._messages)
+
+    @property
+    def reset_seed(self) -> int | None:
+        """The ``seed`` given to the last ``reset`` (``None`` when none was given)."""
+        return self._reset_seed
+
+    @property
+    def action_length(self) -> int:
+        """Length of the action ``step`` is processing, before it was clipped to the action space."""
+        return self._action_length
 
     @property
     def turn(self) -> int:

@@ -2,7 +2,7 @@
 
 A *run* is the set of episodes of one config hash in one results file (a file written with
 ``--add-run`` holds several). Its metrics are those of its metric family, each as mean ± std over
-seeds of the per-seed mean over users (:func:`~interactcs_gym.evaluation.metrics.mean_std_over_seeds`).
+seeds of the per-seed mean over users (:func:`~interactcs_gym.core.metrics.mean_std_over_seeds`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from interactcs_gym.evaluation.metrics import (ALL_STATUSES, GENERIC_METRICS, STATUS_AGENT_ERROR,
-                                               STATUS_BACKEND_ERROR, STATUS_ENV_ERROR, Aggregate,
-                                               MetricFamily, resolve_family, summarize_episodes)
+from interactcs_gym.core.metrics import (ALL_STATUSES, GENERIC_METRICS, STATUS_AGENT_ERROR,
+                                         STATUS_BACKEND_ERROR, STATUS_ENV_ERROR, Aggregate, MetricFamily,
+                                         summarize_episodes)
+from interactcs_gym.evaluation.metrics import resolve_family
 from interactcs_gym.evaluation.store import ResultsFileError, latest_by_key, read_results
 
 

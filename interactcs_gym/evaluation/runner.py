@@ -20,29 +20,23 @@ metrics) an uninterrupted run gives, whatever order the episodes ran in.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import sys
 import time
-import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from interactcs_gym._imports import load_attr
-from interactcs_gym.evaluation.metrics import (
+from interactcs_gym.core.metrics import (
     ALL_STATUSES,
-    STATUS_AGENT_ERROR,
     STATUS_BACKEND_ERROR,
-    STATUS_ENV_ERROR,
     STATUS_OK,
     MetricFamily,
-    family_spec_for_env,
-    register_metric_family,
-    resolve_family,
 )
+from interactcs_gym.core.names import load_attr
+from interactcs_gym.evaluation.metrics import family_spec_for_env, register_metric_family, resolve_family
 from interactcs_gym.evaluation.redact import Scrubber, redact_kwargs
 from interactcs_gym.evaluation.store import (
     SCHEMA_VERSION,
@@ -51,15 +45,12 @@ from interactcs_gym.evaluation.store import (
     latest_by_key,
     utc_now,
 )
-from interactcs_gym.llm.base import ChatBackendError
+from interactcs_gym.evaluation.episode import DEFAULT_MAX_STEPS, play_episode
 
 #: Agent seed of episode (u, s) when the env selects users: (base_seed + s) * stride + u.
 AGENT_SEED_STRIDE = 100_003
-#: Safety bound on env steps per episode, for envs that never end on their own.
-DEFAULT_MAX_STEPS = 1000
 #: A run stops after this many back-end errors in a row (a dead server): rerunning resumes it.
 DEFAULT_MAX_BACKEND_FAILURES = 3
-_TRACEBACK_CHARS = 4000
 
 
 class EvaluationError(RuntimeError):
@@ -105,47 +96,6 @@ class EvalConfig:
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
-# ---------------------------------------------------------------------------- one episode
-def _error(exc: BaseException, phase: str, turn: int) -> dict[str, Any]:
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    if len(tb) > _TRACEBACK_CHARS:
-        tb = "...\n" + tb[-_TRACEBACK_CHARS:]
-    return {"phase": phase, "turn": turn, "type": type(exc).__name__, "message": str(exc)[:1000],
-            "traceback": tb}
-
-
-def _failure_status(exc: BaseException, status: str) -> str:
-    """``backend_error`` when a :class:`ChatBackendError` caused ``exc`` (a server that died or timed
-    out after its retries: not the agent's or the env's fault), else ``status``."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, ChatBackendError):
-            return STATUS_BACKEND_ERROR
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return status
-
-
-def _reset_agent(agent: Any, seed: int) -> None:
-    reset = getattr(agent, "reset", None)
-    if reset is None:
-        return
-    params = inspect.signature(reset).parameters
-    if "seed" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        reset(seed=seed)
-    else:
-        reset()
-
-
-def _turn_entry(info: Mapping[str, Any], reward: float) -> dict[str, Any]:
-    entry = {"turn": info.get("turn"), "reward": reward, "cost": info.get("cost"),
-             "costs": info.get("costs"), "format_ok": info.get("format_ok"),
-             "format_error": info.get("format_error")}
-    if "process_reward" in info:
-        entry["process_reward"] = info["process_reward"]
-    return entry
-
-
 def score_quality(judge: Any, messages: list[dict[str, str]],
                   scenario: Mapping[str, Any] | None) -> dict[str, Any]:
     """The judge's Comm/Logic scores of a dialogue as a record field; a failing judge is recorded."""
@@ -164,101 +114,31 @@ def score_quality(judge: Any, messages: list[dict[str, str]],
 def run_episode(env: Any, agent: Any, *, user_index: int, seed_index: int, seed: int,
                 agent_seed: int | None = None, use_user_index: bool = True, quality_judge: Any = None,
                 max_steps: int = DEFAULT_MAX_STEPS) -> dict[str, Any]:
-    """Play one episode and return its record (without the run-level fields).
-
-    Status ``ok``; ``agent_error`` when the agent raised or returned a non-``str`` (the dialogue so
-    far is kept, the error and a traceback summary are recorded); ``env_error`` when the env raised
-    or did not end within ``max_steps`` steps; ``backend_error`` when what raised was a chat
-    back-end failing after its retries (:class:`ChatBackendError`, e.g. the agent's or the user
-    simulator's server is down): not scored, and replayed by the next rerun.
-    """
-    started_at, t0 = utc_now(), time.perf_counter()
-    agent_s = env_s = judge_s = 0.0
-    status, error, info = STATUS_OK, None, {}
-    per_turn: list[dict[str, Any]] = []
-    total_reward, final_reward = 0.0, None
-    terminated = truncated = False
+    """Play episode (u, s) with :func:`~interactcs_gym.evaluation.episode.play_episode` and return
+    its record (without the run-level fields): the keys, the played episode (status, dialogue,
+    per-turn entries, final info, timing) and the quality judge's scores of a finished dialogue."""
     options = {"user_index": int(user_index)} if use_user_index else None
-
-    try:
+    agent_seed = seed if agent_seed is None else agent_seed
+    played = play_episode(env, agent, seed=seed, options=options, agent_seed=agent_seed,
+                          max_steps=max_steps)
+    quality, timing = None, played.pop("timing")
+    timing["judge_s"] = 0.0
+    if quality_judge is not None and played["status"] == STATUS_OK:
         t = time.perf_counter()
-        obs, info = env.reset(seed=seed, options=options)
-        env_s += time.perf_counter() - t
-    except Exception as exc:
-        status, error = _failure_status(exc, STATUS_ENV_ERROR), _error(exc, "reset", 0)
-    if status == STATUS_OK:
-        try:
-            _reset_agent(agent, seed if agent_seed is None else agent_seed)
-        except Exception as exc:
-            status, error = STATUS_AGENT_ERROR, _error(exc, "agent.reset", 0)
-
-    steps = 0
-    while status == STATUS_OK:
-        t = time.perf_counter()
-        try:
-            action = agent.act(obs, info)
-        except Exception as exc:
-            status = _failure_status(exc, STATUS_AGENT_ERROR)
-            error = _error(exc, "agent.act", steps + 1)
-            break
-        finally:
-            agent_s += time.perf_counter() - t
-        if not isinstance(action, str):
-            status = STATUS_AGENT_ERROR
-            error = {"phase": "agent.act", "turn": steps + 1, "type": "TypeError",
-                     "message": f"act() returned {type(action).__name__} ({action!r:.200}), expected str",
-                     "traceback": None}
-            break
-        t = time.perf_counter()
-        try:
-            obs, reward, terminated, truncated, info = env.step(action)
-        except Exception as exc:
-            status, error = _failure_status(exc, STATUS_ENV_ERROR), _error(exc, "step", steps + 1)
-            break
-        finally:
-            env_s += time.perf_counter() - t
-        steps += 1
-        final_reward = float(reward)
-        total_reward += final_reward
-        per_turn.append(_turn_entry(info, final_reward))
-        if terminated or truncated:
-            break
-        if steps >= max_steps:
-            status = STATUS_ENV_ERROR
-            error = {"phase": "step", "turn": steps, "type": "EpisodeTooLong",
-                     "message": f"the episode did not end after {max_steps} steps (--max-steps)",
-                     "traceback": None}
-
-    messages = list(info.get("messages") or [])
-    final_info = {k: v for k, v in info.items() if k != "messages"}
-    quality = None
-    if quality_judge is not None and status == STATUS_OK:
-        t = time.perf_counter()
-        quality = score_quality(quality_judge, messages, final_info.get("task"))
-        judge_s = time.perf_counter() - t
+        quality = score_quality(quality_judge, played["messages"], played["final_info"].get("task"))
+        timing["judge_s"] = time.perf_counter() - t
+        timing["wall_s"] += timing["judge_s"]
     return {
         "record": "episode",
         "schema": SCHEMA_VERSION,
         "user_index": int(user_index),
         "seed_index": int(seed_index),
         "seed": int(seed),
-        "agent_seed": int(seed if agent_seed is None else agent_seed),
+        "agent_seed": int(agent_seed),
         "user_selection": "options" if use_user_index else "seed",
-        "status": status,
-        "error": error,
-        "terminated": bool(terminated),
-        "truncated": bool(truncated),
-        "turns": len(per_turn),
-        "return": total_reward,
-        "final_reward": final_reward,
-        "cost_total": float(info.get("cost_total", 0.0) or 0.0),
-        "termination_reason": info.get("termination_reason"),
-        "final_info": final_info,
-        "per_turn": per_turn,
-        "messages": messages,
+        **played,
         "quality": quality,
-        "timing": {"started_at": started_at, "wall_s": time.perf_counter() - t0,
-                   "agent_s": agent_s, "env_s": env_s, "judge_s": judge_s},
+        "timing": timing,
     }
 
 

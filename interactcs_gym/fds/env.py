@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, SupportsFloat
+from typing import Any
 
 import numpy as np
 
-from interactcs_gym._imports import load_attr
 from interactcs_gym.core.env import (
     DEFAULT_MAX_ACTION_CHARS,
     DEFAULT_MAX_OBSERVATION_CHARS,
@@ -14,18 +13,21 @@ from interactcs_gym.core.env import (
     Opening,
     StepOutcome,
 )
+from interactcs_gym.core.names import build
+from interactcs_gym.fds.metrics import FDS_METRICS
 from interactcs_gym.fds.prompts import system_prompt
 from interactcs_gym.fds.protocol import PROTOCOL_HINT, parse_turn
 from interactcs_gym.fds.sop import VOUCHER_VALUE
 from interactcs_gym.fds.splits import UserCase, load_split
-from interactcs_gym.judges.base import ProcessRewardJudge, TurnContext
+from interactcs_gym.fds.users.base import AgentTurn, UserReply, UserSimulator
+from interactcs_gym import judges
+from interactcs_gym.judges import ProcessRewardJudge, TurnContext
 from interactcs_gym.llm.base import ChatBackendError
-from interactcs_gym.users.base import AgentTurn, UserReply, UserSimulator
 
 #: ``user_simulator`` names -> "module:Class" (classes are imported on first use).
 USER_SIMULATORS = {
-    "persona": "interactcs_gym.users.persona:PersonaUserSimulator",
-    "llm": "interactcs_gym.users.llm:LLMUserSimulator",
+    "persona": "interactcs_gym.fds.users.persona:PersonaUserSimulator",
+    "llm": "interactcs_gym.fds.users.llm:LLMUserSimulator",
 }
 VOUCHER_COST = 1.0
 TERMINATION_REASONS = ("satisfied", "refused", "max_turns", "simulator_error")
@@ -33,33 +35,16 @@ TERMINATION_REASONS = ("satisfied", "refused", "max_turns", "simulator_error")
 
 def make_user_simulator(spec: str | UserSimulator, kwargs: dict[str, Any] | None = None) -> UserSimulator:
     """A simulator from a name of :data:`USER_SIMULATORS`, a ``"module:Class"`` path or an instance."""
-    if isinstance(spec, UserSimulator):
-        if kwargs:
-            raise ValueError("user_simulator_kwargs only apply when user_simulator is a name")
-        return spec
-    if not isinstance(spec, str):
-        raise TypeError(f"user_simulator must be a name or a UserSimulator, got {type(spec).__name__}")
-    target = USER_SIMULATORS.get(spec, spec)
-    if ":" not in target:
-        raise ValueError(f"unknown user_simulator {spec!r}: use one of {sorted(USER_SIMULATORS)}, "
-                         "'module:Class' or a UserSimulator instance")
-    sim = load_attr(target, what="user_simulator")(**(kwargs or {}))
-    if not isinstance(sim, UserSimulator):
-        raise TypeError(f"{target} is not a interactcs_gym.users.base.UserSimulator")
-    return sim
+    return build("user_simulator", USER_SIMULATORS, UserSimulator, spec, kwargs)
 
 
 def make_judge(spec: str | ProcessRewardJudge | None, kwargs: dict[str, Any] | None = None) -> ProcessRewardJudge | None:
-    """``None``, a :class:`ProcessRewardJudge` instance, or a name for ``interactcs_gym.judges.make_process_judge``."""
-    if spec is None or isinstance(spec, ProcessRewardJudge):
+    """``None``, or what :func:`interactcs_gym.judges.make_process_judge` builds from ``spec``."""
+    if spec is None:
         if kwargs:
             raise ValueError("process_judge_kwargs only apply when process_judge is a name")
-        return spec
-    if not isinstance(spec, str):
-        raise TypeError(f"process_judge must be None, a name or a ProcessRewardJudge, got {type(spec).__name__}")
-    from interactcs_gym.judges import make_process_judge  # judges import fds data: load on demand
-
-    return make_process_judge(spec, **(kwargs or {}))
+        return None
+    return judges.make_process_judge(spec, **(kwargs or {}))
 
 
 class FoodDeliveryServiceEnv(DialogueEnv):
@@ -76,7 +61,7 @@ class FoodDeliveryServiceEnv(DialogueEnv):
     The agent's system prompt (``info["messages"][0]``) holds the SOP (verify before compensating,
     at most one voucher per session, no refund promised outside policy, never invent order facts),
     the protocol and the order's facts; never the persona. The user is simulated by the embedded
-    persona simulator (:mod:`interactcs_gym.users.persona`, offline and deterministic) or by an LLM
+    persona simulator (:mod:`interactcs_gym.fds.users.persona`, offline and deterministic) or by an LLM
     role-play simulator (``user_simulator="llm"``).
 
     ## Action Space
@@ -138,7 +123,7 @@ class FoodDeliveryServiceEnv(DialogueEnv):
     | ``process_judge`` | ``None`` | a ``ProcessRewardJudge``, or a name for ``interactcs_gym.judges.make_process_judge``; called once per step, its exceptions propagate |
     | ``process_judge_kwargs`` | ``None`` | kwargs for ``make_process_judge`` |
     | ``max_turns`` | ``15`` | agent turns before truncation (T_max) |
-    | ``render_mode`` | ``None`` | ``"ansi"`` (transcript as text) or ``"human"`` (print) |
+    | ``render_mode`` | ``None`` | ``"ansi"``: ``env.render()`` returns the transcript as text |
 
     ## Information
 
@@ -164,14 +149,15 @@ class FoodDeliveryServiceEnv(DialogueEnv):
     * ``FDS-Hard-v0``: ``difficulty="hard"``, ``split="test"``
     * ``FDS-Easy-v0``: ``difficulty="easy"``, ``split="test"``
     * ``FDS-Hard-LLM-v0`` / ``FDS-Easy-LLM-v0``: the same with ``user_simulator="llm"`` (users
-      role-played by an LLM, :mod:`interactcs_gym.users.llm`; registered ``nondeterministic``)
+      role-played by an LLM, :mod:`interactcs_gym.fds.users.llm`; registered ``nondeterministic``)
 
     ## Version History
 
     * v0: initial release (persona simulator, LLM simulator hook, process-judge hook).
     """
 
-    metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
+    #: The evaluation CLI's and the trainer's metric family: Sat, FR, Comm, Logic, V-Rate, cost, turns.
+    metric_family = FDS_METRICS
 
     def __init__(self, difficulty: str = "hard", split: str = "test",
                  user_simulator: str | UserSimulator = "persona",
@@ -190,14 +176,8 @@ class FoodDeliveryServiceEnv(DialogueEnv):
         self.user_simulator = make_user_simulator(user_simulator, user_simulator_kwargs)
         self.process_judge = make_judge(process_judge, process_judge_kwargs)
         self._user: UserCase | None = None
-        self._raw_len = 0
 
     # ------------------------------------------------------------------ API
-    def step(self, action: str) -> tuple[str, SupportsFloat, bool, bool, dict[str, Any]]:
-        # Remember the unclipped length: an oversized turn is a violation (the base clips it).
-        self._raw_len = len(action) if isinstance(action, str) else 0
-        return super().step(action)
-
     def close(self) -> None:
         self.user_simulator.close()
         super().close()
@@ -239,8 +219,8 @@ class FoodDeliveryServiceEnv(DialogueEnv):
         bound = self.action_space.max_length
         # The base env clips an oversized turn and reports it in format_error itself; here it only
         # counts as a violation and goes into the notice the agent reads.
-        oversize = (f"Your turn was {self._raw_len} characters long; only the first {bound} were read."
-                    if self._raw_len > bound else None)
+        oversize = (f"Your turn was {self.action_length} characters long; only the first {bound} were "
+                    "read." if self.action_length > bound else None)
         costs: dict[str, float] = {}
         issued = False
         if parsed.action == "voucher" and not problems and oversize is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from interactcs_gym._imports import load_attr
+from interactcs_gym.core.names import build
 from interactcs_gym.judges.base import (
     DialogueQualityJudge,
     ProcessRewardJudge,
@@ -30,29 +30,14 @@ QUALITY_JUDGES: dict[str, str] = {
 }
 
 
-def _build(kind: str, table: dict[str, str], base: type, spec: Any, kwargs: dict[str, Any]):
-    if isinstance(spec, base):
-        if kwargs:
-            raise ValueError(f"kwargs {sorted(kwargs)} cannot apply to an existing {kind} instance")
-        return spec
-    target = table.get(spec, spec)
-    if not isinstance(target, str) or ":" not in target:
-        raise ValueError(f"unknown {kind} {spec!r}: use one of {sorted(table)} or 'module:Class'")
-    cls = load_attr(target, what=kind)
-    judge = cls(**kwargs)
-    if not isinstance(judge, base):
-        raise TypeError(f"{target} is not a {base.__name__}")
-    return judge
-
-
 def make_process_judge(name: str | ProcessRewardJudge = "rule", **kwargs: Any) -> ProcessRewardJudge:
     """A process-reward judge by name: ``"rule"`` (offline) or ``"llm"`` (GenRM on a chat back-end)."""
-    return _build("process judge", PROCESS_JUDGES, ProcessRewardJudge, name, kwargs)
+    return build("process judge", PROCESS_JUDGES, ProcessRewardJudge, name, kwargs)
 
 
 def make_quality_judge(name: str | DialogueQualityJudge = "heuristic", **kwargs: Any) -> DialogueQualityJudge:
     """A dialogue-quality judge by name: ``"heuristic"`` (offline, labelled heuristic) or ``"llm"``."""
-    return _build("quality judge", QUALITY_JUDGES, DialogueQualityJudge, name, kwargs)
+    return build("quality judge", QUALITY_JUDGES, DialogueQualityJudge, name, kwargs)
 
 
 __all__ = ["DialogueQualityJudge", "ProcessRewardJudge", "QualityScore", "TurnContext", "TurnScore",

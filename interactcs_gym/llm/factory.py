@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from interactcs_gym._imports import load_attr
+from interactcs_gym.core.names import build
 from interactcs_gym.llm.base import ChatBackend
 from interactcs_gym.llm.settings import resolve, setting_names
 
@@ -36,14 +36,9 @@ def make_backend(spec: str | ChatBackend | dict[str, Any] | None = None, *,
         kwargs = {**spec, **kwargs}
         spec = kwargs.pop("backend", None)
     name = resolve("BACKEND", spec, role=role) or "openai"
-    target = BACKENDS.get(name, name)
-    if ":" not in target:
+    if not isinstance(name, str) or (name not in BACKENDS and ":" not in name):
         raise ValueError(f"unknown chat back-end {name!r}: use one of {sorted(BACKENDS)}, "
                          f"'module:Class' or a ChatBackend instance (env: {setting_names('BACKEND', role)})")
-    cls = load_attr(target, what="chat back-end")
-    if target in BACKENDS.values():
+    if BACKENDS.get(name, name) in BACKENDS.values():
         kwargs["role"] = role
-    backend = cls(**kwargs)
-    if not isinstance(backend, ChatBackend):
-        raise TypeError(f"{target} is not a ChatBackend")
-    return backend
+    return build("chat back-end", BACKENDS, ChatBackend, name, kwargs)

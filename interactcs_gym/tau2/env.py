@@ -228,9 +228,7 @@ class Tau2Env(DialogueEnv):
                              f"it takes only 'script'")
         self._backend: Any = None  # the user's chat back-end, built at the first reset
         self._cursor = -1
-        self._reset_seed: int | None = None
         self._episode: Any = None
-        self._prefix: list[dict[str, str]] = []
 
     # ------------------------------------------------------------------ hooks
     def _start(self, options: dict[str, Any]) -> Opening:
@@ -263,13 +261,13 @@ class Tau2Env(DialogueEnv):
                                      f"task {task.id!r}: {self._episode.simulator_error}"
                                      ) from self._episode.simulator_exception
         chat = [self._env_role(_to_chat(m)) for m in self._episode.trajectory() if _agent_sees(m)]
-        self._prefix = chat[:-1]
         last = chat[-1] if chat else {"role": "tool", "content": ENDED}
         extra = {"tools": self._tools, "policy": self._policy, **self._extra_info(messages, {})}
         if self._episode.done:  # a task whose history already ends the dialogue
             extra.update(self._final_info(task))
         return Opening(system_prompt=self._system_prompt(), observation=last["content"],
-                       observation_role=last["role"], task=dict(self._task_info), extra_info=extra)
+                       observation_role=last["role"], task=dict(self._task_info), extra_info=extra,
+                       history=chat[:-1])  # the official greeting (and any task history)
 
     def _advance(self, action: str) -> StepOutcome:
         episode = self._episode
@@ -288,15 +286,7 @@ class Tau2Env(DialogueEnv):
         weighted = {k: v * self.cost_weights.get(k, 1.0) for k, v in costs.items()}
         return self._outcome(new, weighted, format_ok=True, format_error=None)
 
-    # ------------------------------------------------------------------ reset/close
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        self._reset_seed = seed
-        obs, info = super().reset(seed=seed, options=options)
-        if self._prefix:  # the official greeting (and any task history) before the first message
-            self._messages[1:1] = [dict(m) for m in self._prefix]
-            info["messages"][1:1] = [dict(m) for m in self._prefix]
-        return obs, info
-
+    # ------------------------------------------------------------------ close
     def close(self) -> None:
         from interactcs_gym.llm.base import ChatBackend
 
@@ -309,8 +299,8 @@ class Tau2Env(DialogueEnv):
     def _task_index(self, choice: int | str | None) -> int:
         n = len(self.tasks)
         if choice is None:
-            if self._reset_seed is not None:
-                self._cursor = self._reset_seed % n
+            if self.reset_seed is not None:
+                self._cursor = self.reset_seed % n
             else:
                 self._cursor = (self._cursor + 1) % n
             return self._cursor
@@ -327,8 +317,8 @@ class Tau2Env(DialogueEnv):
         return index % n
 
     def _seed_of_episode(self) -> int | None:
-        if self._reset_seed is not None:
-            return int(self._reset_seed)
+        if self.reset_seed is not None:
+            return int(self.reset_seed)
         return int(self.np_random.integers(2**31 - 1)) if self.user_simulator == "llm" else None
 
     def _make_backend(self) -> Any:
@@ -459,7 +449,7 @@ class Tau2Env(DialogueEnv):
         premature = reason in ("max_steps", "too_many_errors")
         try:
             info = official.evaluate(episode.trajectory(), task, self._evaluation_domain,
-                                     episode.termination, self._reset_seed)
+                                     episode.termination, self.reset_seed)
             reward_info = info.model_dump(mode="json")
         except Exception as exc:  # e.g. the official replay of the trajectory disagrees
             premature = True

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from interactcs_gym.evaluation.metrics import STATUS_AGENT_ERROR, Metric, MetricFamily
+from interactcs_gym.core.metrics import STATUS_AGENT_ERROR, Metric, MetricFamily
 
 
 def episode_metrics(reward_info: dict[str, Any], n_gold_actions: int,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from interactcs_gym._imports import load_attr
+from interactcs_gym.core.names import load_attr
 
 TAU2_RELEASE = "v0.2.0"
 TAU2_REPOSITORY = "https://github.com/sierra-research/tau2-bench"

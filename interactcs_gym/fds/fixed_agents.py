@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from interactcs_gym.agents.base import Agent
+from interactcs_gym.core.agent import Agent
 
 #: The generic script of the fixed agents, one line per turn (the last line repeats).
 SCRIPT = (

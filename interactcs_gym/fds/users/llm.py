@@ -50,9 +50,9 @@ from interactcs_gym.fds.prompts import PHOTO_MARKER
 from interactcs_gym.fds.scenarios import Order
 from interactcs_gym.fds.sop import VOUCHER_VALUE
 from interactcs_gym.llm import ChatBackend, ChatBackendError, make_backend
+from interactcs_gym.fds.users.base import AgentTurn, UserReply, UserSimulator
 from interactcs_gym.llm.prompting import (StructuredReply, UntrustedQuoter, ask_structured,
                                           copies_untrusted, json_objects)
-from interactcs_gym.users.base import AgentTurn, UserReply, UserSimulator
 
 ENDS = ("continue", "satisfied", "refused")
 DEFAULT_SAMPLING = {"temperature": 0.7, "max_tokens": 256}
@@ -139,7 +139,7 @@ class LLMUserSimulator(UserSimulator):
             return self._accept(reply.value)
         # Malformed opening: a persona-simulator opening lets reset succeed; the episode then ends
         # at the first agent turn with simulator_error (see respond).
-        from interactcs_gym.users.persona import PersonaUserSimulator
+        from interactcs_gym.fds.users.persona import PersonaUserSimulator
 
         self._opening_error = f"opening: {reply.failure()}"
         return PersonaUserSimulator().start(order, persona, np.random.default_rng(int(rng.integers(2**63))))

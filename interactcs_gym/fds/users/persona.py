@@ -85,7 +85,7 @@ from interactcs_gym.fds.personas import Persona
 from interactcs_gym.fds.prompts import PHOTO_MARKER
 from interactcs_gym.fds.scenarios import Order, catalog
 from interactcs_gym.fds.sop import VOUCHER_VALUE, needs_photo
-from interactcs_gym.users.base import AgentTurn, UserReply, UserSimulator
+from interactcs_gym.fds.users.base import AgentTurn, UserReply, UserSimulator
 
 LEXICON_FILE = "persona_lexicon.yaml"
 BANKS_FILE = "persona_utterances.yaml"

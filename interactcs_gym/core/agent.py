@@ -17,6 +17,13 @@ class Agent(abc.ABC):
     ...         return f"<think>echo</think><response>{observation}</response><action>chat</action>"
     """
 
+    @classmethod
+    def __subclasshook__(cls, candidate: type) -> bool:
+        """Third-party agents need not subclass: any class with a callable ``act`` is an Agent."""
+        if cls is Agent:
+            return callable(getattr(candidate, "act", None)) or NotImplemented
+        return NotImplemented
+
     #: Short name used in reports; defaults to the class name.
     name: str = ""
 

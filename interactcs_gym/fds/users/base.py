@@ -1,7 +1,7 @@
 """The user-simulator interface of the FDS env (SPEC 4.5).
 
-Two implementations: the embedded, offline :class:`~interactcs_gym.users.persona.PersonaUserSimulator`
-and the LLM role-play simulator (``interactcs_gym.users.llm.LLMUserSimulator``). The env drives a
+Two implementations: the embedded, offline :class:`~interactcs_gym.fds.users.persona.PersonaUserSimulator`
+and the LLM role-play simulator (``interactcs_gym.fds.users.llm.LLMUserSimulator``). The env drives a
 simulator like this::
 
     first = sim.start(order, persona, rng)          # the user's opening message

@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from interactcs_gym.agents.base import Agent
+from interactcs_gym.core.agent import Agent
 from interactcs_gym.fds.prompts import PHOTO_MARKER, parse_order_block
 from interactcs_gym.fds.sop import VOUCHER_VALUE, needs_photo, sop_remedy
 
