@@ -124,7 +124,7 @@ class DialogueEnv(gym.Env[str, str]):
                           format_error=out.format_error,
                           termination_reason=out.termination_reason, extra=out.extra_info)
         if self.render_mode == "human":
-            self.render()
+            self._print_new_messages()
         return obs, float(out.reward), bool(out.terminated), bool(out.truncated), info
 
     def reset(self, *, seed: int | None = None,
@@ -140,20 +140,22 @@ class DialogueEnv(gym.Env[str, str]):
         self._task = dict(opening.task)
         info = self._info(cost=0.0, costs={}, format_ok=True, format_error=None,
                           termination_reason=None, extra=opening.extra_info)
-        if self.render_mode == "human":
-            self.render()
+        self._printed = 1  # human mode: the system prompt is never printed, the opening is at the first step
         return obs, info
 
     def render(self) -> str | None:
-        """``ansi``: the transcript as text; ``human``: print the newest messages."""
+        """``ansi``: the transcript as text. ``human``: None; the env prints each step's new
+        messages itself (the opening with the first step), so ``reset`` and ``render`` print nothing."""
         if self._messages is None:
             return None
         if self.render_mode == "ansi":
             return "\n\n".join(f"[{m['role']}] {m['content']}" for m in self._messages)
-        if self.render_mode == "human":
-            for m in self._messages[-2:]:
-                print(f"[{m['role']}] {m['content']}")
         return None
+
+    def _print_new_messages(self) -> None:
+        for m in self._messages[self._printed:]:
+            print(f"[{m['role']}] {m['content']}")
+        self._printed = len(self._messages)
 
     @property
     def turn(self) -> int:
