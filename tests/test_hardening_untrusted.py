@@ -12,9 +12,9 @@ import random
 
 import gymnasium as gym
 import pytest
+from chat_stub import ChatStub, ScriptedBackend
 
 import interactcs_gym  # noqa: F401  (registers the ids)
-from chat_stub import ChatStub, ScriptedBackend
 from interactcs_gym.core import untrusted
 from interactcs_gym.judges.base import TurnContext
 from interactcs_gym.judges.llm_judges import LLMProcessJudge, LLMQualityJudge

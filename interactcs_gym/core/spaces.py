@@ -17,10 +17,9 @@ tuple of strings. (gymnasium's own ``Text`` returns a tuple there, frozen at con
 
 from __future__ import annotations
 
-from typing import Any
-
 import multiprocessing as mp
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from gymnasium.spaces import Space
@@ -80,7 +79,7 @@ class UnicodeText(Space[str]):
     def __repr__(self) -> str:
         return f"UnicodeText({self.min_length}, {self.max_length})"
 
-    def __eq__(self, other: Any) -> bool:
+    def __eq__(self, other: object) -> bool:
         return (isinstance(other, UnicodeText) and self.min_length == other.min_length
                 and self.max_length == other.max_length)
 
@@ -130,7 +129,7 @@ class SharedTexts(Sequence):
         row = _rows(self._space, self._memory, self._n)[index]
         return row[1:1 + row[0]].tobytes().decode("utf-32-le")
 
-    def __eq__(self, other: Any) -> bool:
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, (tuple, SharedTexts)) and tuple(self) == tuple(other)
 
     __hash__ = None  # mutable

@@ -44,7 +44,7 @@ def _finite_float(text: str) -> float:
 
 
 #: A whole JSON string (or an unterminated one up to the end), or one bracket.
-_TOKENS = re.compile(r'"(?:[^"\\]++|\\.)*+"?|[][{}]', re.S)
+_TOKENS = re.compile(r'"(?:[^"\\]++|\\.)*+"?|[][{}]', re.DOTALL)
 _DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_reject_constant)
 
 

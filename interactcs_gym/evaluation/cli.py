@@ -26,9 +26,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from interactcs_gym.core import untrusted
 from interactcs_gym.evaluation.runner import (DEFAULT_MAX_BACKEND_FAILURES, DEFAULT_MAX_STEPS,
                                               EvaluationError, evaluate)
-from interactcs_gym.core import untrusted
 from interactcs_gym.evaluation.store import ResultsFileError
 
 
