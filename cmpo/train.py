@@ -122,9 +122,12 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
+    """The first line of the message; foreign exceptions keep their type name."""
+    from cmpo.checkpoint import CheckpointError
+
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     text = lines[0] if lines else ""
-    return f"{type(exc).__name__}: {text}" if not isinstance(exc, ValueError) or not text else text
+    return text if text and isinstance(exc, (ValueError, CheckpointError)) else f"{type(exc).__name__}: {text}"
 
 
 if __name__ == "__main__":
