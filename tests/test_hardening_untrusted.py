@@ -89,7 +89,7 @@ def bad_replies(seed: int, n: int, agent_text: str = "") -> list[str]:
             out.append('{"utterance": "hi", "satisfaction": ' + nested(rng.choice([65, 999, 5000]), rng)
                        + ', "end": "continue"}')
         elif kind == 2:  # size
-            out.append('{"utterance": "' + "a" * rng.choice([70_000, 300_000]) + '", "satisfaction": 3, '
+            out.append('{"utterance": "' + "a" * rng.choice([30_000, 70_000, 300_000]) + '", "satisfaction": 3, '
                        '"end": "continue"}')
         elif kind == 3:  # an echo of the agent's text with changes, made invalid
             echo = agent_text.replace('"satisfaction": 5', '"satisfaction": ' + rng.choice(traps))

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -36,8 +37,9 @@ __all__ = ["NEUTRALISED", "MAX_REPLY_CHARS", "UntrustedQuoter", "json_objects", 
 logger = logging.getLogger(__name__)
 
 NEUTRALISED = "[delimiter removed]"
-#: Longest reply a role parses; a longer one is re-asked (replies are a few hundred tokens).
-MAX_REPLY_CHARS = 65_536
+#: Longest reply a role parses; a longer one is re-asked (replies are a few hundred tokens, and
+#: the bounded parser's worst case grows with the length).
+MAX_REPLY_CHARS = 32_768
 #: Characters ``str.splitlines`` breaks on that ``json.dumps(ensure_ascii=False)`` leaves raw.
 _RAW_LINE_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 _RAW_LINE_BREAK = re.compile("[\x85\u2028\u2029]")
@@ -81,7 +83,13 @@ class UntrustedQuoter:
 
 def copies_untrusted(obj: dict[str, Any], untrusted_texts: list[str]) -> bool:
     """Whether ``obj`` equals a JSON object found in one of the untrusted texts."""
-    return any(obj == found for t in untrusted_texts for found in json_objects(t))
+    return any(obj == found for t in untrusted_texts for found in _objects_in(t))
+
+
+@functools.lru_cache(maxsize=256)
+def _objects_in(text: str) -> tuple[dict[str, Any], ...]:
+    """The JSON objects of an agent text, read once: every later reply is checked against them."""
+    return tuple(json_objects(text))
 
 
 # ---------------------------------------------------------------------- asking with re-asks
