@@ -24,7 +24,7 @@ OK = json.dumps({"utterance": "So what now?", "satisfaction": 3, "end": "continu
 def worst_case_parser(chars: int) -> dict[str, float]:
     """Seconds of ``json_objects`` on texts built to make it work hardest at ``chars`` characters."""
     texts = {
-        "nested 10^4 levels": "[" * chars,
+        "all [ (nesting depth = length)": "[" * chars,
         "unclosed objects, strings between": ('{"' + "x" * 10) * (chars // 12),
         "one object per 9 characters": '{"a": 1} ' * (chars // 9),
         "unclosed object every 4000 characters": ("{" + "x" * 4000) * (chars // 4001),
