@@ -214,6 +214,11 @@ class CMPOConfig:
                       "cost_limit", "lambda_init", "pid_kp", "pid_ki", "pid_kd", "lagrangian_lr",
                       "fixed_lambda", "epsilon_low", "epsilon_high", "beta", "learning_rate",
                       "weight_decay", "max_grad_norm", "vf_coef", "kl_coef")
+        if self.group_size < 2 and self.estimator != "ppo":  # cmpo, grpo, capo are group-relative
+            raise ValueError(f"group_size must be >= 2 with the {self.estimator!r} estimator: it normalises "
+                             "each rollout against the others of its group, so a group of 1 has no "
+                             "baseline and trains on zero advantages (estimator: ppo, with its value "
+                             "baseline, takes group_size 1)")
         if self.max_turns is not None and self.max_turns < 1:
             raise ValueError(f"max_turns must be >= 1 or None (no cap), got {self.max_turns}")
         if self.temperature <= 0:

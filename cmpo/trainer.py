@@ -137,15 +137,15 @@ class CMPOTrainer:
         """Run (or resume) training up to ``max_steps``; returns the metrics of every step."""
         from tqdm.auto import tqdm
 
-        from cmpo.checkpoint import latest_checkpoint
+        from cmpo.checkpoint import latest_checkpoint, latest_intact_checkpoint
 
         cfg, acc = self.config, self.accelerator
         ckpt = latest_checkpoint(self.output_dir)
         if ckpt is not None and not cfg.resume:
             raise ValueError(f"{self.output_dir} already holds a run ({ckpt.name}); continue it with "
                              "--resume, or choose another output_dir")
-        if ckpt is not None:
-            self.load(ckpt)
+        if ckpt is not None:  # the newest one whose manifest verifies (warns about newer ones)
+            self.load(latest_intact_checkpoint(self.output_dir))
         elif acc.is_main_process:  # a fresh run starts fresh files
             for log in (self.log, self.dialogue_log):
                 log.path.unlink(missing_ok=True)

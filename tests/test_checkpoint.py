@@ -81,7 +81,7 @@ def test_kill_mid_write_then_resume_continues_exactly(tmp_path, tiny_model_dir):
     assert [r["step"] for r in _records(killed)] == [1, 2, 3]
 
     # ... then resumed: steps 3 and 4 again, from checkpoint-2 (a fresh start there is refused)
-    with pytest.raises(ValueError, match="already holds a run .* --resume"):
+    with pytest.raises(SystemExit, match="already holds a run .* --resume"):
         main(_args(tiny_model_dir, killed))
     main(_args(tiny_model_dir, killed) + ["--resume", "true"])
     a, b = _records(straight), _records(killed)

@@ -80,7 +80,7 @@ class DialogueEnv(gym.Env[str, str]):
     ``info["messages"]``.
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
 
     def __init__(self, render_mode: str | None = None, *,
                  max_action_chars: int = DEFAULT_MAX_ACTION_CHARS,
@@ -135,6 +135,8 @@ class DialogueEnv(gym.Env[str, str]):
         info = self._info(cost=cost, costs=out.costs, format_ok=out.format_ok,
                           format_error=out.format_error,
                           termination_reason=out.termination_reason, extra=out.extra_info)
+        if self.render_mode == "human":
+            self._print_new_messages()
         return obs, float(out.reward), bool(out.terminated), bool(out.truncated), info
 
     def reset(self, *, seed: int | None = None,
@@ -152,16 +154,17 @@ class DialogueEnv(gym.Env[str, str]):
         self._task = dict(opening.task)
         info = self._info(cost=0.0, costs={}, format_ok=True, format_error=None,
                           termination_reason=None, extra=opening.extra_info)
+        self._printed = 1  # human mode: the system prompt is never printed, the opening is at the first step
         return obs, info
 
     def render(self) -> str | None:
-        """``ansi``: the transcript as text (``print(env.render())`` shows it); ``None``: nothing.
-
-        There is no ``human`` mode: an env of the suite never prints by itself (gymnasium's
-        ``check_env``, evaluation and training runs stay silent)."""
-        if self._messages is None or self.render_mode != "ansi":
+        """``ansi``: the transcript as text. ``human``: None; the env prints each step's new
+        messages itself (the opening with the first step), so ``reset`` and ``render`` print nothing."""
+        if self._messages is None:
             return None
-        return "\n\n".join(f"[{m['role']}] {m['content']}" for m in self._messages)
+        if self.render_mode == "ansi":
+            return "\n\n".join(f"[{m['role']}] {m['content']}" for m in self._messages)
+        return None
 
     @property
     def reset_seed(self) -> int | None:
@@ -172,6 +175,11 @@ class DialogueEnv(gym.Env[str, str]):
     def action_length(self) -> int:
         """Length of the action ``step`` is processing, before it was clipped to the action space."""
         return self._action_length
+
+    def _print_new_messages(self) -> None:
+        for m in self._messages[self._printed:]:
+            print(f"[{m['role']}] {m['content']}")
+        self._printed = len(self._messages)
 
     @property
     def turn(self) -> int:

@@ -11,18 +11,22 @@ Turn results files into one Markdown table and a Pareto plot::
 
 ``--config run.yaml`` sets defaults for the evaluation flags (keys are the flag names with ``_``);
 flags on the command line override it. Exit status: 0 done, 1 bad input or results file, 2 usage
-error, 130 interrupted (the recorded episodes are kept; rerun to resume).
+error, 3 stopped by a failing chat back-end, 130 interrupted (the recorded episodes are kept; rerun
+to resume). Every error is one line on stderr (``--debug`` shows the traceback instead), and a bad
+``--out`` (a folder, under a file, not writable) is refused before anything is written.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from interactcs_gym.core import untrusted
 from interactcs_gym.evaluation.runner import (DEFAULT_MAX_BACKEND_FAILURES, DEFAULT_MAX_STEPS,
                                               EvaluationError, evaluate)
 from interactcs_gym.evaluation.store import ResultsFileError
@@ -31,9 +35,9 @@ from interactcs_gym.evaluation.store import ResultsFileError
 def json_object(text: str) -> dict[str, Any]:
     """argparse type: a JSON object (``'{"split": "train"}'``)."""
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg} at column {exc.colno}): {text!r}")
+        value = untrusted.loads(text)
+    except untrusted.UntrustedJSONError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}: {text[:200]!r}") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"must be a JSON object like '{{\"key\": 1}}', "
                                          f"got a JSON {type(value).__name__}: {text!r}")
@@ -48,6 +52,30 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def check_output_path(path: Path, flag: str = "--out") -> None:
+    """EvaluationError unless a file can be written at ``path``: not a folder, no file in the way
+    of its folders, the nearest existing folder writable. Checked before anything is written."""
+    if path.is_dir():
+        raise EvaluationError(f"{flag} {path} is a folder; give a file path such as {path / 'run.jsonl'}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise EvaluationError(f"{flag} {path}: {parent} is a file, not a folder")
+            try:  # a probe file, deleted on close: the only test that also holds for root
+                with tempfile.TemporaryFile(dir=parent):
+                    pass
+            except OSError as exc:
+                raise EvaluationError(f"{flag} {path}: cannot write in {parent} ({exc.strerror})") from None
+            break
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise EvaluationError(f"{flag} {path}: no permission to read and write it")
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 def _slug(text: str) -> str:
@@ -100,6 +128,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="safety bound on env steps per episode")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--quiet", action="store_true", help="do not print the report")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return p
 
 
@@ -116,6 +145,7 @@ def make_report_parser() -> argparse.ArgumentParser:
     p.add_argument("--y", default=None, help="metric key of the y axis (default: the family's "
                                              "utility, sat for FDS)")
     p.add_argument("--title", default="Evaluation report")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return p
 
 
@@ -152,22 +182,44 @@ def run_main(argv: Sequence[str]) -> int:
     parser = make_parser()
     _apply_config_file(parser, argv)
     args = parser.parse_args(argv)
-    out = args.out or Path("results") / f"{_slug(args.agent)}-{_slug(args.env)}.jsonl"
+    return _guarded(_run, args)
+
+
+def report_main(argv: Sequence[str]) -> int:
+    return _guarded(_report, make_report_parser().parse_args(argv))
+
+
+def _guarded(command, args: argparse.Namespace) -> int:
+    """Run ``command(args)``: any error is one line on stderr and exit status 1 (``--debug``: the
+    traceback); Ctrl-C before the first episode is 130."""
     try:
-        result = evaluate(args.env, args.agent, users=args.users, seeds=args.seeds, out=out,
-                          env_kwargs=args.env_kwargs, agent_kwargs=args.agent_kwargs,
-                          quality_judge=args.quality_judge,
-                          quality_judge_kwargs=args.quality_judge_kwargs, base_seed=args.base_seed,
-                          metric_family=args.metric_family, add_run=args.add_run,
-                          retry_errors=args.retry_errors, progress=not args.no_progress,
-                          max_steps=args.max_steps,
-                          max_backend_failures=args.max_backend_failures)
-    except (EvaluationError, ResultsFileError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return command(args)
     except KeyboardInterrupt:
         print("interrupted before the first episode", file=sys.stderr)
         return 130
+    except (EvaluationError, ResultsFileError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"error: {_one_line(exc)} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    out = args.out or Path("results") / f"{_slug(args.agent)}-{_slug(args.env)}.jsonl"
+    check_output_path(out)
+    result = evaluate(args.env, args.agent, users=args.users, seeds=args.seeds, out=out,
+                      env_kwargs=args.env_kwargs, agent_kwargs=args.agent_kwargs,
+                      quality_judge=args.quality_judge,
+                      quality_judge_kwargs=args.quality_judge_kwargs, base_seed=args.base_seed,
+                      metric_family=args.metric_family, add_run=args.add_run,
+                      retry_errors=args.retry_errors, progress=not args.no_progress,
+                      max_steps=args.max_steps,
+                      max_backend_failures=args.max_backend_failures)
     if result.report_markdown and not args.quiet:
         print(result.report_markdown)
     errors = sum(n for status, n in result.counts.items() if status != "ok")
@@ -184,16 +236,14 @@ def run_main(argv: Sequence[str]) -> int:
     return 0
 
 
-def report_main(argv: Sequence[str]) -> int:
+def _report(args: argparse.Namespace) -> int:
     from interactcs_gym.evaluation.plots import pareto_plot
     from interactcs_gym.evaluation.report import load_runs, markdown_report
 
-    args = make_report_parser().parse_args(argv)
-    try:
-        summaries = load_runs(args.results)
-    except ResultsFileError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    for path, flag in ((args.out, "--out"), (args.plot, "--plot")):
+        if path is not None:
+            check_output_path(path, flag)
+    summaries = load_runs(args.results)
     if not summaries:
         print("error: no episodes in " + ", ".join(map(str, args.results)), file=sys.stderr)
         return 1

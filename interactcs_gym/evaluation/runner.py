@@ -156,7 +156,7 @@ def make_env(env_id: str, env_kwargs: Mapping[str, Any]) -> Any:
                               f"(or 'module:EnvId' to import a module that registers it)") from exc
     except ModuleNotFoundError as exc:
         raise EvaluationError(f"cannot make env {env_id!r}: {exc}") from exc
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise EvaluationError(f"env {env_id!r} rejected --env-kwargs "
                               f"{redact_kwargs(dict(env_kwargs))}: {exc}") from exc
 

@@ -123,7 +123,7 @@ class FoodDeliveryServiceEnv(DialogueEnv):
     | ``process_judge`` | ``None`` | a ``ProcessRewardJudge``, or a name for ``interactcs_gym.judges.make_process_judge``; called once per step, its exceptions propagate |
     | ``process_judge_kwargs`` | ``None`` | kwargs for ``make_process_judge`` |
     | ``max_turns`` | ``15`` | agent turns before truncation (T_max) |
-    | ``render_mode`` | ``None`` | ``"ansi"``: ``env.render()`` returns the transcript as text |
+    | ``render_mode`` | ``None`` | ``"ansi"`` (transcript as text) or ``"human"`` (each step prints its new messages) |
 
     ## Information
 

@@ -189,7 +189,7 @@ def _principle_score(name: str, value: Any) -> float:
         raise ValueError(f"score of {name!r} must be 0, 0.5 or 1, got {value!r}")
     try:
         score = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"score of {name!r} must be 0, 0.5 or 1, got {value!r}") from None
     if score not in PRINCIPLE_SCORES:
         raise ValueError(f"score of {name!r} must be 0, 0.5 or 1, got {value!r}")
@@ -284,9 +284,9 @@ def _dimension_scores(obj: dict[str, Any], names: tuple[str, ...]) -> dict[str, 
             raise ValueError(f"score of {n!r} must be a number from 0 to 4, got {value!r}")
         try:
             score = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ValueError(f"score of {n!r} must be a number from 0 to 4, got {value!r}") from None
-        if not 0 <= score <= 4:
+        if not 0 <= score <= 4:  # NaN fails this too
             raise ValueError(f"score of {n!r} must be from 0 to 4, got {value!r}")
         out[n] = score
     return out

@@ -17,12 +17,17 @@ server's ``Retry-After`` when it sends one (capped at ``backoff_max``). Other HT
 ``attempts``. The openai client's own retry loop is switched off (``max_retries=0``) so that the
 bound above is the only one: a nested loop would multiply the attempts.
 
-The API key never appears in ``repr``, log records or exception messages (it is redacted from any
-text the server or the HTTP stack produces, and library exceptions are not chained).
+Secrets. The API key (and any ``user:password`` in the base URL, also in its Basic-auth form)
+never leaves the back-end: :meth:`OpenAIChatBackend.redact` is the one point every text the server
+or the HTTP stack produces passes through (reply contents, model ids, error bodies, exception and
+log messages), so a server that echoes the key back cannot get it into a reply, an observation,
+``info``, a log, a results file or an exception; library exceptions are not chained. Secrets
+shorter than :data:`MIN_SECRET_CHARS` are not searched for (they would garble ordinary text).
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import random
 import time
@@ -43,6 +48,8 @@ OPENAI_SAMPLING_ARGS = frozenset({
 })
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
 NO_KEY = "EMPTY"  # what vLLM's docs pass to servers that check no key
+MIN_SECRET_CHARS = 6
+REDACTED = "***"
 
 
 class _Retryable(Exception):
@@ -101,6 +108,7 @@ class OpenAIChatBackend(ChatBackend):
             raise ValueError("max_retries must be >= 0, max_concurrency >= 1 and timeout > 0")
         self.backoff_base, self.backoff_max = float(backoff_base), float(backoff_max)
         self.sampling = dict(sampling or {})
+        self._secrets = _secrets_of(self._api_key, self.base_url)
         self._client = openai.OpenAI(base_url=self.base_url, api_key=self._api_key or NO_KEY,
                                      timeout=self.timeout, max_retries=0)
 
@@ -112,7 +120,7 @@ class OpenAIChatBackend(ChatBackend):
         for attempt in range(1, attempts + 1):
             outcome = self._attempt(request)
             if isinstance(outcome, str):
-                return outcome
+                return self.redact(outcome)
             if attempt < attempts:
                 delay = self._delay(attempt, outcome.retry_after)
                 logger.warning("chat request failed (%s, attempt %d/%d): %s; retrying in %.2fs",
@@ -169,23 +177,23 @@ class OpenAIChatBackend(ChatBackend):
         if isinstance(exc, openai.APITimeoutError):
             return _Retryable("timeout", f"no reply within {self.timeout:g}s")
         if isinstance(exc, openai.APIConnectionError):
-            return _Retryable("connection", self._redact(f"{exc} ({exc.__cause__!r})"))
+            return _Retryable("connection", self.redact(f"{exc} ({exc.__cause__!r})"))
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
-            message = self._redact(f"HTTP {status}: {exc.message}")
+            message = self.redact(f"HTTP {status}: {exc.message}")
             if status in RETRYABLE_STATUS or status >= 500:
                 return _Retryable("http_status", message, status, _retry_after(exc.response.headers))
             return ChatBackendError(f"chat request to {self._safe_url()} rejected: {message}",
                                     kind="http_status", attempts=1, status_code=status)
         # a body that is not a chat completion (bad JSON, wrong shape)
-        return _Retryable("invalid_response", self._redact(f"{type(exc).__name__}: {exc}")[:500])
+        return _Retryable("invalid_response", self.redact(f"{type(exc).__name__}: {exc}")[:500])
 
     def _content(self, completion: Any) -> str | _Retryable:
         try:
             content = completion.choices[0].message.content
         except (AttributeError, IndexError, TypeError):
             return _Retryable("invalid_response", "reply is not a chat completion: "
-                              + self._redact(repr(completion))[:300])
+                              + self.redact(repr(completion))[:300])
         if not isinstance(content, str) or not content.strip():
             return _Retryable("empty", "reply has empty content")
         return content
@@ -204,7 +212,7 @@ class OpenAIChatBackend(ChatBackend):
                 kind="config", attempts=1)
         if not models:
             raise ChatBackendError(f"{self._safe_url()} serves no model", kind="config", attempts=1)
-        self.model = models[0]
+        self.model = self.redact(str(models[0]))
         return self.model
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
@@ -212,9 +220,12 @@ class OpenAIChatBackend(ChatBackend):
             return min(self.backoff_max, max(0.0, retry_after))
         return min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)) * random.uniform(1.0, 1.25)
 
-    def _redact(self, text: str) -> str:
-        key = self._api_key
-        return text.replace(key, "***") if key else text
+    def redact(self, text: str) -> str:
+        """``text`` with every secret this back-end holds replaced by ``***``."""
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
 
     def _safe_url(self) -> str:
         """The base URL without any user:password part."""
@@ -223,7 +234,18 @@ class OpenAIChatBackend(ChatBackend):
             host = parts.hostname or ""
             netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
             return urlunsplit(parts._replace(netloc=netloc))
-        return self._redact(self.base_url or "")
+        return self.redact(self.base_url or "")
+
+
+def _secrets_of(api_key: str | None, base_url: str | None) -> list[str]:
+    """What a server could echo back: the key, URL credentials and their Basic-auth encoding;
+    longest first, so a secret that contains another is replaced whole."""
+    found = [api_key or ""]
+    parts = urlsplit(base_url or "")
+    if parts.password:
+        userinfo = f"{parts.username or ''}:{parts.password}"
+        found += [parts.password, userinfo, base64.b64encode(userinfo.encode()).decode()]
+    return sorted({s for s in found if len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True)
 
 
 def _retry_after(headers: Any) -> float | None:

@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from interactcs_gym.core import untrusted
+
 STOP_TOKEN = "###STOP###"
 STOP_TOOL = "done"
 
@@ -90,13 +92,9 @@ def _read_calls(chunks: list[str]) -> tuple[list[ToolCallRequest], str | None]:
     calls: list[ToolCallRequest] = []
     for chunk in chunks:
         try:
-            payload = json.loads(chunk)
-        except RecursionError:
-            return [], ("Your tool call is nested too deeply to be read. Write one JSON object: "
-                        '{"name": "<tool>", "arguments": {...}}.')
-        except json.JSONDecodeError as exc:
-            return [], (f"Your tool call is not valid JSON ({exc.msg} at line {exc.lineno} column "
-                        f"{exc.colno}). Write exactly one JSON object: "
+            payload = untrusted.loads(chunk)
+        except untrusted.UntrustedJSONError as exc:
+            return [], (f"Your tool call cannot be read: {exc}. Write exactly one JSON object: "
                         '{"name": "<tool>", "arguments": {...}}, or a JSON list of them.')
         items = payload if isinstance(payload, list) else [payload]
         if not items:
@@ -125,8 +123,8 @@ def _read_call(item: Any) -> tuple[ToolCallRequest | None, str | None]:
     arguments = item.get("arguments", {})
     if isinstance(arguments, str):  # OpenAI's API sends arguments as a JSON string
         try:
-            arguments = json.loads(arguments) if arguments.strip() else {}
-        except json.JSONDecodeError:
+            arguments = untrusted.loads(arguments) if arguments.strip() else {}
+        except untrusted.UntrustedJSONError:
             return None, f'The "arguments" of `{name}` is a string that is not valid JSON.'
     if not isinstance(arguments, dict):
         return None, (f'The "arguments" of `{name}` must be a JSON object mapping parameter names '

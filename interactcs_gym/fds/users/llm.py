@@ -9,7 +9,9 @@ format; the conversation holds the dialogue so far. Every reply must be exactly 
     {"utterance": "...", "satisfaction": 1-5, "end": "continue" | "satisfied" | "refused",
      "share_photo": true | false}
 
-**Strict parsing.** One object, ``utterance`` a non-empty string (at most ``max_utterance_chars``),
+**Strict parsing.** The reply is read by the bounded JSON parser
+(:mod:`interactcs_gym.core.untrusted`: nesting, size and non-finite numbers are bad replies, not
+exceptions). One object, ``utterance`` a non-empty string (at most ``max_utterance_chars``),
 ``satisfaction`` an integer 1-5, ``end`` one of the three words, ``share_photo`` a boolean (optional,
 default false). A malformed reply is re-asked at most ``max_reasks`` times with the problem stated.
 When no usable reply comes (or the back-end fails past its own retries) the episode ends cleanly:
@@ -75,6 +77,14 @@ _GOALS = {
 _TARGETS = {"full_refund": "a full refund of the order", "item_refund": "a refund of the affected item"}
 _LENGTH = ("Write one short sentence per message.", "Write one to three sentences per message.",
            "Write several sentences per message; you tend to elaborate.")
+
+
+def _whole_number_in(value: Any, low: int, high: int) -> bool:
+    """Whether ``value`` is a JSON number equal to an integer in [low, high] (5 and 5.0, not
+    true, "5", NaN or 1e400)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return low <= value <= high and float(value).is_integer()
 
 
 def initial_satisfaction(persona: Persona) -> int:
@@ -238,7 +248,7 @@ class LLMUserSimulator(UserSimulator):
             raise ValueError('"utterance" must be a non-empty string')
         if len(utterance) > self.max_utterance_chars:
             raise ValueError(f'"utterance" is longer than {self.max_utterance_chars} characters')
-        if isinstance(sat, bool) or not isinstance(sat, (int, float)) or sat != int(sat) or not 1 <= sat <= 5:
+        if not _whole_number_in(sat, 1, 5):
             raise ValueError(f'"satisfaction" must be an integer from 1 to 5, got {sat!r}')
         if not isinstance(end, str) or end.strip().lower() not in ENDS:
             raise ValueError(f'"end" must be one of {list(ENDS)}, got {end!r}')
