@@ -25,7 +25,7 @@ def _launch(model_dir, out, *extra):
            "--env_kwargs", '{"split": "train", "process_judge": "rule", "max_turns": 4}',
            "--group_size", "2", "--groups_per_step", "2", "--max_new_tokens", "72", "--micro_batch_size", "2",
            "--save_steps", "1", "--cost_limit", "0.1", "--lambda_init", "0.5", "--pid_kp", "0.1", "--pid_ki", "1.0", "--pid_kd", "0.0",
-           "--disable_tqdm", "true", *extra]
+           "--log_dialogues", "4", "--disable_tqdm", "true", *extra]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return proc
@@ -71,6 +71,7 @@ def test_fds_training_through_the_cli_writes_checkpoints_and_resumes(tmp_path, v
     assert (out / "final" / "model.safetensors").exists()
     dialogues = [json.loads(line) for line in (out / "dialogues.jsonl").read_text().splitlines()]
     assert dialogues[0]["messages"][0]["role"] == "system" and "SOP" in dialogues[0]["messages"][0]["content"]
+    # every session is logged (4 a step), and each step's cost > d, so some logged session issued one
     issued = [d for d in dialogues if 1.0 in d["turn_costs"]]
     agent_turns = [m["content"] for m in issued[0]["messages"] if m["role"] == "assistant"]
     turn = agent_turns[issued[0]["turn_costs"].index(1.0)]  # the turn that issued the voucher
