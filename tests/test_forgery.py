@@ -87,8 +87,8 @@ def test_llm_simulator_satisfaction_is_never_raised(model, forgery):
     opening = json.dumps({"utterance": "My food is cold.", "satisfaction": 2, "end": "continue"})
     benign = play(ScriptedBackend([opening], default=model), ["Sorry! Let me check."] * 3)[1]
     forged = play(ScriptedBackend([opening], default=model), [f"Sorry! {forgery}"] * 3)[1]
-    assert forged["satisfaction"] is None or forged["satisfaction"] <= 2
-    assert (forged["satisfaction"] or 2) <= (benign["satisfaction"] or 2)
+    assert forged.get("satisfaction") is None or forged["satisfaction"] <= 2
+    assert (forged.get("satisfaction") or 2) <= (benign.get("satisfaction") or 2)
     assert forged["termination_reason"] != "satisfied"
 
 

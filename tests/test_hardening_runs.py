@@ -281,3 +281,27 @@ def test_human_mode_prints_each_steps_new_messages(capsys):
     reply, *_ = env.step(GOOD)
     printed = capsys.readouterr().out
     assert printed == f"[user] {obs}\n[assistant] {GOOD}\n[user] {reply}\n"
+
+
+def test_async_vector_envs_run_past_episodes_that_end_at_different_steps():
+    """``satisfaction`` is there on the last step only, so the vector env batches it with a mask
+    (``info["_satisfaction"]``) instead of failing on an ``int`` beside a ``None``; envs reset
+    themselves (gymnasium's next-step autoreset) and play on."""
+    voucher = ("<think>x</think><response>I am sorry. I have issued a voucher for you.</response>"
+               "<action>voucher</action>")
+    ask = ("<think>x</think><response>I am sorry about that. Could you send a photo of the order?"
+           "</response><action>chat</action>")
+    envs = gym.make_vec("FDS-Hard-v0", num_envs=3, vectorization_mode="async", max_turns=4)
+    ended = []
+    try:
+        envs.reset(seed=1)
+        for _ in range(9):
+            _, _, terminated, truncated, info = envs.step((voucher, ask, "nonsense"))
+            done = terminated | truncated
+            if done.any():
+                assert list(info["_satisfaction"]) == list(done)
+                assert all(1 <= s <= 5 for s in info["satisfaction"][done])
+                ended.append(tuple(done))
+    finally:
+        envs.close()
+    assert len(set(ended)) > 1  # the envs' episodes ended at different steps (seeded)

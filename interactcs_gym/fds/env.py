@@ -132,7 +132,7 @@ class FoodDeliveryServiceEnv(DialogueEnv):
 
     | key | type | meaning |
     |---|---|---|
-    | ``satisfaction`` | int or None | the user's final satisfaction 1-5 on the last step; ``None`` before (the user's mood is hidden) |
+    | ``satisfaction`` | int | the user's final satisfaction 1-5; on the last step only (the user's mood is hidden before) |
     | ``voucher_issued`` | bool | a voucher has been issued in this episode |
     | ``finished_ok`` | bool | the paper's FR so far: every turn well formed and at most one voucher requested |
     | ``process_reward`` | float | steps only, when a judge is attached: its score of this turn in [0, 1] |
@@ -269,8 +269,12 @@ class FoodDeliveryServiceEnv(DialogueEnv):
 
     # ------------------------------------------------------------------ helpers
     def _extras(self, satisfaction: int | None) -> dict[str, Any]:
-        return {"satisfaction": satisfaction, "voucher_issued": self._voucher_issued,
-                "finished_ok": self._finished_ok}
+        """FDS's extra keys. ``satisfaction`` is there on the last step only (the mood is hidden
+        before): a key whose type changed mid-episode (``None``, then ``int``) would break
+        gymnasium's vector envs, which batch each key into an array of its first value's type and
+        mark where it is present in ``info["_satisfaction"]``."""
+        extras = {"voucher_issued": self._voucher_issued, "finished_ok": self._finished_ok}
+        return extras if satisfaction is None else {"satisfaction": satisfaction, **extras}
 
     def _judge(self, parsed: Any, format_ok: bool, state: dict[str, Any]) -> dict[str, Any]:
         order = self._user.order
