@@ -20,7 +20,7 @@ from interactcs_gym.fds.users.base import AgentTurn, UserReply, UserSimulator
 # check_env runs over every registered id in tests/test_env_checker.py.
 FDS_IDS = [i for i in interactcs_gym.registered_ids()
            if i.startswith("FDS-") and not gym.spec(i).nondeterministic]
-FDS_EXTRA = ("satisfaction", "voucher_issued", "finished_ok")
+FDS_EXTRA = ("voucher_issued", "finished_ok")  # + satisfaction, on the last step only
 
 
 def T(response="I'm sorry to hear that. Could you tell me what happened?", action="chat", think="ok"):
@@ -168,7 +168,7 @@ def test_truncation_after_max_turns_carries_the_final_satisfaction():
     last = steps[-1]
     assert len(steps) <= 4
     for obs, r, term, trunc, info in steps[:-1]:
-        assert r == 0.0 and info["satisfaction"] is None
+        assert r == 0.0 and "satisfaction" not in info
     obs, r, term, trunc, info = last
     assert info["satisfaction"] in (1, 2, 3, 4, 5) and r == (info["satisfaction"] - 1) / 4
     if trunc:
@@ -205,7 +205,7 @@ def test_process_judge_hook_reports_process_reward_on_every_step():
     assert "process_reward" not in info
     _, r, _, _, info = env.step(T("I'm sorry about this. What happened?"))
     assert info["process_reward"] == 1.0 and info["process_scores"] == {"empathy": 1.0, "format": 1.0}
-    assert r == 0.0 or info["satisfaction"] is not None  # process credit never enters the reward
+    assert r == 0.0 or "satisfaction" in info  # process credit never enters the reward
     ctx = judge.seen[-1]
     user = env.unwrapped.user_case
     assert ctx.turn == 1 and ctx.action == "chat" and ctx.format_ok
