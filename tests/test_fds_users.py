@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 import interactcs_gym.fds.users.persona as persona_mod
+import interactcs_gym.fds.users.reader as reader_mod
 from interactcs_gym.fds.prompts import PHOTO_MARKER
 from interactcs_gym.fds.splits import load_split
 from interactcs_gym.fds.users.base import AgentTurn, UserReply
-from interactcs_gym.fds.users.persona import PersonaUserSimulator, invented_fact, read_agent_text
+from interactcs_gym.fds.users.persona import PersonaUserSimulator
+from interactcs_gym.fds.users.reader import invented_fact, read_agent_text
 
 TEST_USERS = [u for d in ("hard", "easy") for u in load_split(d, "test")]
 OPENER = "I'm sorry to hear about this problem."
@@ -36,8 +38,8 @@ def after(user, texts, seed=0, vouchers=()):
 
 def test_it_says_it_is_not_an_llm_and_its_data_files_load():
     assert "not an LLM" in persona_mod.__doc__
-    lex, banks = persona_mod.load_lexicon(), persona_mod.load_banks()
-    assert set(persona_mod.LEXICON_KEYS) <= set(lex) and "opening" in banks and "nudge" in banks
+    lex, banks = reader_mod.load_lexicon(), persona_mod.load_banks()
+    assert set(reader_mod.LEXICON_KEYS) <= set(lex) and "opening" in banks and "nudge" in banks
 
 
 def test_same_seed_same_episode_and_seeds_vary_the_wording():
