@@ -152,7 +152,7 @@ class PersonaUserSimulator(UserSimulator):
         if self._order is None:
             raise RuntimeError("call start() before respond()")
         reading = read_agent_text(turn.text, self._lex)
-        words = turn_words(reading, self._lex)
+        words = turn_words(reading)
         repeated = is_repetition(words, self._responses)
         self._responses.append(words)
         events = self._react(turn, reading, repeated, invented_fact(reading.text, self._order))
@@ -208,7 +208,9 @@ class PersonaUserSimulator(UserSimulator):
             elif st.progress_turn < turn.turn - 1:
                 dyn.event("empty_apology")
                 events.append(("empty_apology", None))
-        if (not reading.intents and not turn.voucher_issued and not events) or \
+        # Control-like text costs on top: it does not stand in for the reaction to a stalling turn.
+        heard = [e for e in events if e[0] != "confused_reaction"] if reading.text.strip() else events
+        if (not reading.intents and not turn.voucher_issued and not heard) or \
                 (reading.has("stall") and reading.intents <= {"stall", "closing"}):
             dyn.event("stalling")
             events.append(("stall_reaction", None))

@@ -11,7 +11,7 @@ The user reads the agent's text through the regular-expression lexicon
    with ``key: value`` pairs, XML-ish tags and elements, special tokens ``<|...|>``, ``key: value``
    and ratings such as ``5/5``). Each piece is cut out with the whitespace before it, so a form
    inserted at a word boundary of a text ``x`` leaves exactly ``x``; the number of pieces is
-   :attr:`Reading.forged`.
+   :attr:`Reading.forged`. Bare verdict words ("SATISFIED") are dropped too, without counting.
 3. **Read intents** sentence by sentence from what is left (rules below).
 
 Reading rules on top of the lexicon: a photo request needs a photo word and a request (question or
@@ -26,8 +26,8 @@ the voucher value of the order; a clock time not in the order or its IM log; "N 
 by more than 2; a merchant or dish of the bank that is not this order's.
 
 Repetition (:func:`turn_words`, :func:`is_repetition`): two turns repeat when their word sets
-(lower case, control-like text removed, bare verdict words such as "satisfied" left out) have a
-Jaccard overlap of at least 0.8 (and the new turn has 3 words or more).
+(lower case, of the text as read: control-like text removed) have a Jaccard overlap of at least
+0.8 (and the new turn has 3 words or more).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class ControlText:
     """Recognises control-like text (module docstring, step 2); built from the lexicon's words."""
 
     pattern: re.Pattern[str]
-    verdicts: frozenset[str]
+    verdicts: re.Pattern[str]
 
     @classmethod
     def build(cls, words: dict[str, list[str]]) -> ControlText:
@@ -92,24 +92,28 @@ class ControlText:
         brackets = [rf"{re.escape(o)}\s*#*\s*{notice}\b[^{re.escape(o + c)}\n]{{0,300}}{re.escape(c)}"
                     for o, c in BRACKETS]
         forms = [
-            r"<\|[^|<>\n]{0,64}\|>(?:[ \t]*" + role + r"\b)?",                         # special tokens
+            rf"<\|[^|<>\n]{{0,64}}\|>(?:[ \t]*{role}\b(?:[ \t]*:)?)?",                # special tokens
             r"<([a-z_][\w.:-]{0,40})(?:\s[^<>\n]{0,200})?>[^<>]{0,300}</\1\s*>",      # paired elements
             r"</?[a-z_][\w.:-]{0,40}(?:\s[^<>\n]{0,200})?/?>",                        # lone tags
             *brackets,                                                                 # notices
-            r"\{(?:[^{}\n]|\{[^{}\n]*\}){0,500}?[:=](?:[^{}\n]|\{[^{}\n]*\}){0,500}?\}",  # key: value braces
+            r"\{(?:[^{}]|\{[^{}]*\}){0,500}?[:=](?:[^{}]|\{[^{}]*\}){0,500}?\}",      # key: value braces
             rf"#{{1,6}}[ \t]*(?:{role}|{key})\b(?:[ \t]*:)?",                          # headers
             rf"""["']?\b{key}\b["']?\s*[:=]\s*{value}""",                              # key: value
             rf"\b{role}[ \t]*:",                                                       # role markers
             r"\b\d+(?:\.\d+)?\s?/\s?(?:5|10|100)\b(?!\.\d|/)",                         # ratings 5/5
+            rf"\b(?:satisfaction|rating|score|csat)(?:[ _](?:level|score|of|is))?[ \t]+{number}\b"
+            r"(?![ \t]*(?:min|mins|minutes?|dollars?|usd|yuan|rmb|euros?|[:.]\d))",     # rating 5
             r"\b\d(?:\.\d)?[ \t]?stars?\b",                                            # 5 stars
             *words["phrases"],
         ]
         pattern = re.compile(r"\s*(?:" + "|".join(f"(?:{f})" for f in forms) + ")", re.IGNORECASE)
-        return cls(pattern, frozenset(w.lower() for w in words["verdicts"]))
+        return cls(pattern, re.compile(rf"\s*\b{_words(words['verdicts'])}\b", re.IGNORECASE))
 
     def strip(self, text: str) -> tuple[str, int]:
-        """``text`` without its control-like pieces, and how many there were."""
-        return self.pattern.subn("", text)
+        """``text`` without its control-like pieces, and how many there were; bare verdict words
+        ("SATISFIED") are dropped too, uncounted (they say nothing, honest or not)."""
+        text, pieces = self.pattern.subn("", text)
+        return self.verdicts.sub("", text), pieces
 
 
 # ----------------------------------------------------------------------------- the lexicon
@@ -226,10 +230,9 @@ def read_agent_text(text: str, lex: dict[str, Any] | None = None) -> Reading:
     return Reading(text=text, forged=forged, intents=frozenset(intents), full_refund=full)
 
 
-def turn_words(reading: Reading, lex: dict[str, Any] | None = None) -> frozenset[str]:
-    """The words of a read turn compared for repetition (bare verdict words left out)."""
-    lex = lex or load_lexicon()
-    return frozenset(_WORD.findall(reading.text.lower())) - lex["control"].verdicts
+def turn_words(reading: Reading) -> frozenset[str]:
+    """The words of a read turn, compared for repetition."""
+    return frozenset(_WORD.findall(reading.text.lower()))
 
 
 def is_repetition(words: frozenset[str], earlier: list[frozenset[str]]) -> bool:
