@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 import interactcs_gym.fds.users.persona as persona_mod
+import interactcs_gym.fds.users.reader as reader_mod
 from interactcs_gym.fds.prompts import PHOTO_MARKER
 from interactcs_gym.fds.splits import load_split
 from interactcs_gym.fds.users.base import AgentTurn, UserReply
-from interactcs_gym.fds.users.persona import PersonaUserSimulator, invented_fact, read_agent_text
+from interactcs_gym.fds.users.persona import PersonaUserSimulator
+from interactcs_gym.fds.users.reader import invented_fact, read_agent_text
 
 TEST_USERS = [u for d in ("hard", "easy") for u in load_split(d, "test")]
 OPENER = "I'm sorry to hear about this problem."
@@ -36,8 +38,8 @@ def after(user, texts, seed=0, vouchers=()):
 
 def test_it_says_it_is_not_an_llm_and_its_data_files_load():
     assert "not an LLM" in persona_mod.__doc__
-    lex, banks = persona_mod.load_lexicon(), persona_mod.load_banks()
-    assert set(persona_mod.LEXICON_KEYS) <= set(lex) and "opening" in banks and "nudge" in banks
+    lex, banks = reader_mod.load_lexicon(), persona_mod.load_banks()
+    assert set(reader_mod.LEXICON_KEYS) <= set(lex) and "opening" in banks and "nudge" in banks
 
 
 def test_same_seed_same_episode_and_seeds_vary_the_wording():
@@ -198,3 +200,66 @@ def test_patience_runs_out_with_stalling():
             ended += 1
             assert replies[-1].end_reason == "refused" and replies[-1].satisfaction <= 2
     assert ended == len(TEST_USERS)
+
+
+# ---------------------------------------------------------------------- the effect table (data)
+def test_readme_voucher_numbers_are_the_effect_table():
+    """The README quotes the voucher's worth per demand type; the table is where those numbers live."""
+    import re
+    from pathlib import Path
+
+    from interactcs_gym.fds.users.dynamics import load_effects
+
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8").split())
+    m = re.search(r"voucher is worth very different amounts: ([+-][\d.]+) mood to an incentive-open user, "
+                  r"([+-][\d.]+) to a preference-learning user once options were explained \(([+-][\d.]+) "
+                  r"otherwise\), ([+-][\d.]+) to a feedback-oriented user and ([+-][\d.]+) to a rigid one", readme)
+    assert m, "the README no longer quotes the voucher effects"
+    v = load_effects().by_demand.voucher_issued
+    table = (v.incentive_open, v.preference_learning, v.preference_learning_unexplained, v.feedback_oriented,
+             v.rigid_pursuit)
+    assert [float(x) for x in m.groups()] == [e.mood for e in table] == [2.2, 1.6, 0.6, 0.3, -0.2]
+
+
+def test_effect_table_errors_name_the_file_and_field(tmp_path):
+    import yaml
+
+    from interactcs_gym.fds.datafiles import DataFileError, data_path
+    from interactcs_gym.fds.users.dynamics import load_effects
+
+    raw = yaml.safe_load(data_path("persona_effects.yaml").read_text(encoding="utf-8"))
+    raw["events"]["rude"] = {"mood": -1.0, "patience": 2.5}     # patience never grows
+    del raw["rules"]["late_turn"]
+    raw["by_demand"]["escalated"]["rigid"] = 0.6                # not a demand type
+    bad = tmp_path / "persona_effects.yaml"
+    bad.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    with pytest.raises(DataFileError) as err:
+        load_effects(bad)
+    msg = str(err.value)
+    assert str(bad) in msg and "'events.rude.patience'" in msg and "'rules.late_turn'" in msg
+    assert "'by_demand.escalated.rigid'" in msg
+    with pytest.raises(DataFileError, match="cannot read"):
+        load_effects(tmp_path / "missing.yaml")
+
+
+def test_dynamics_by_hand():
+    """Level 3, affective 2: initial mood 2.0, gain 0.9, sting 1.0, floor 1.4 (persona_effects.yaml)."""
+    from interactcs_gym.fds.users.dynamics import Dynamics
+
+    user = next(u for u in TEST_USERS if u.persona.cooperation_level == 3 and u.persona.traits.affective == 2
+                and u.persona.demand.type == "incentive_open")
+    dyn = Dynamics(user.persona, user.order, np.random.default_rng(0))
+    st = dyn.state
+    assert (st.mood, dyn.gain, dyn.sting, dyn.floor) == pytest.approx((2.0, 0.9, 1.0, 1.4))
+    assert st.patience == pytest.approx(3 + 0.75 * (user.persona.traits.problem_solving + 2))
+    p0 = st.patience
+    dyn.event("repeated")                                   # -0.4 x sting 1.0, patience -1
+    assert (st.mood, st.patience) == pytest.approx((1.6, p0 - 1))
+    dyn.event("invented_fact")                              # 1.6 - 0.8 = 0.8: held at the floor 1.4
+    assert (st.mood, st.patience) == pytest.approx((1.4, p0 - 2.5))
+    st.trust_broken = True
+    j = np.random.default_rng(0).uniform(0.85, 1.15)        # the first jitter draw
+    gained = dyn.demand_event("voucher_issued")             # +2.2 x gain 0.9 x jitter x distrust 0.5
+    assert gained == pytest.approx(2.2 * 0.9 * j * 0.5) and st.mood == pytest.approx(1.4 + gained)
+    dyn.give_up()                                           # -0.3 unscaled
+    assert st.mood == pytest.approx(1.4 + gained - 0.3)

@@ -9,6 +9,7 @@ import pytest
 
 from chat_stub import ScriptedBackend
 from interactcs_gym.judges import TurnContext, make_process_judge, make_quality_judge
+from interactcs_gym.judges.base import ProcessRewardJudge, TurnScore
 from interactcs_gym.judges.llm_judges import JudgeError, LLMProcessJudge, LLMQualityJudge
 from interactcs_gym.judges.principles import load_principles, process_reward
 from interactcs_gym.judges.text import parse_agent_turn
@@ -34,10 +35,10 @@ def A(text):
     return {"role": "assistant", "content": text}
 
 
-def ctx_for(messages, n_turn, scenario=SCENARIO, state=None):
+def ctx_for(messages, n_turn, scenario=SCENARIO, state=None, sop=None):
     parsed = parse_agent_turn(messages[-1]["content"])
     return TurnContext(messages, parsed.response, parsed.think, parsed.action, parsed.format_ok,
-                       n_turn, scenario=scenario, state=state or {})
+                       n_turn, scenario=scenario, state=state or {}, sop=sop or {})
 
 
 # ---------------------------------------------------------------------- principles
@@ -270,22 +271,59 @@ def test_make_llm_judges_by_name():
     assert isinstance(make_quality_judge("llm", backend=backend), LLMQualityJudge)
 
 
-def test_rule_judge_sop_verification_by_order_data_and_refund_kinds():
+def test_rule_judge_applies_the_sop_decision_it_is_handed_and_refund_kinds():
+    """The judge applies what the env's SOP decides (TurnContext.sop); it re-derives no rule."""
     judge = make_process_judge("rule")
     msgs = [SYSTEM, U("My order was so late."), A(turn("I'm sorry for the wait, here is a voucher.", "voucher"))]
     late = {"dispute": {"type": "late_delivery"}, "late_minutes": 25, "responsible": "rider"}
-    assert judge.score_turn(ctx_for(msgs, 1, scenario=late)).scores["business_compliance"] == 1
-    on_time = dict(late, late_minutes=10)
-    assert judge.score_turn(ctx_for(msgs, 1, scenario=on_time)).scores["business_compliance"] == 0
-    # the same facts read from the evaluation's task dict and the system prompt's order block
-    task = {"dispute_type": "late_delivery", "responsible": "rider"}
-    system = {"role": "system", "content": "## Order\nlate_minutes: 31\nresponsibility_assessment: rider"}
-    assert judge.score_turn(ctx_for([system, *msgs[1:]], 1, scenario=task)).scores["business_compliance"] == 1
+    verified = {"remedy": "voucher", "verified": True, "photo_needed": False, "voucher_allowed": True}
+    unverified = {"remedy": "feedback", "verified": False, "photo_needed": False, "voucher_allowed": False}
+    assert judge.score_turn(ctx_for(msgs, 1, scenario=late, sop=verified)).scores["business_compliance"] == 1
+    assert judge.score_turn(ctx_for(msgs, 1, scenario=late, sop=unverified)).scores["business_compliance"] == 0
+    # without a decision the order data alone verifies nothing: the dialogue must (evidence asked, answered)
+    assert judge.score_turn(ctx_for(msgs, 1, scenario=late)).scores["business_compliance"] == 0
     item = {"fair_remedy": {"kind": "refund_item", "refund_amount": 12.5}}
     refund = [SYSTEM, U("A dish is missing."), A(turn("I will refund the missing dish for you."))]
     full = [SYSTEM, U("A dish is missing."), A(turn("I will give you a full refund of the order."))]
     assert judge.score_turn(ctx_for(refund, 1, scenario=item)).scores["business_compliance"] == 1
     assert judge.score_turn(ctx_for(full, 1, scenario=item)).scores["business_compliance"] == 0
+    # the SOP's remedy, when handed over, is the one that counts
+    no_refund = {"remedy": "voucher", "verified": True}
+    assert judge.score_turn(ctx_for(refund, 1, scenario=item, sop=no_refund)).scores["business_compliance"] == 0
+    assert judge.score_turn(ctx_for(refund, 1, scenario={}, sop={"remedy": "refund_item"})) \
+        .scores["business_compliance"] == 1
+
+
+def test_fds_env_hands_the_judges_the_sop_decision():
+    import gymnasium as gym
+
+    from interactcs_gym.fds import sop as fds_sop
+
+    seen = []
+
+    class Recorder(ProcessRewardJudge):
+        def score_turn(self, ctx):
+            seen.append(ctx.sop)
+            return TurnScore({"x": 1.0}, 1.0)
+
+    env = gym.make("FDS-Hard-v0", process_judge=Recorder()).unwrapped
+    checked = set()
+    for index, user in enumerate(env.users):
+        o = user.order
+        if o.dispute.type not in ("late_delivery", "damaged") or (o.dispute.type, o.late_minutes >= 20) in checked:
+            continue
+        checked.add((o.dispute.type, o.late_minutes >= 20))
+        _, info = env.reset(seed=0, options={"user_index": index})
+        env.step(turn("I'm sorry about this. Could you tell me what happened?"))
+        photo = False
+        assert seen[-1] == info["task"]["sop"] == {
+            "remedy": o.fair_remedy.kind,
+            "verified": fds_sop.is_verified(o.dispute.type, o.responsible, o.late_minutes, photo),
+            "photo_needed": fds_sop.needs_photo(o.dispute.type),
+            "voucher_allowed": fds_sop.sop_remedy(o.dispute.type, o.responsible, o.complaint_history,
+                                                  o.late_minutes, photo) == "voucher"}
+        assert seen[-1]["verified"] == (o.dispute.type == "late_delivery" and o.late_minutes >= 20)
+    assert len(checked) >= 3
 
 
 def test_rule_judge_sees_a_voucher_request_in_a_malformed_turn():

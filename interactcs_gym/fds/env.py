@@ -17,7 +17,7 @@ from interactcs_gym.core.names import build
 from interactcs_gym.fds.metrics import FDS_METRICS
 from interactcs_gym.fds.prompts import system_prompt
 from interactcs_gym.fds.protocol import PROTOCOL_HINT, parse_turn
-from interactcs_gym.fds.sop import VOUCHER_VALUE
+from interactcs_gym.fds.sop import VOUCHER_VALUE, is_verified, needs_photo, sop_remedy
 from interactcs_gym.fds.splits import UserCase, load_split
 from interactcs_gym.fds.users.base import AgentTurn, UserReply, UserSimulator
 from interactcs_gym import judges
@@ -141,8 +141,11 @@ class FoodDeliveryServiceEnv(DialogueEnv):
     ``task`` holds the user's descriptors for logging (``user_id``, ``user_index``, ``order_id``,
     ``persona_id``, ``dispute_type``, ``responsible``, ``fair_remedy``, ``demand_type``,
     ``cooperation_level``, traits, ``difficulty``, ``split``, ``user_simulator``); agents must not
-    rely on it. A judge receives the order record in ``TurnContext.scenario`` and the env's
-    bookkeeping before the turn in ``TurnContext.state``.
+    rely on it; its ``sop`` entry is what the SOP decides before any photo (``remedy``, ``verified``,
+    ``photo_needed``, ``voucher_allowed``), for dialogue-quality judges. A process judge receives the
+    order record in ``TurnContext.scenario``, the env's bookkeeping before the turn in
+    ``TurnContext.state`` and the SOP's decision at this turn (with the photos received so far) in
+    ``TurnContext.sop``.
 
     ## Registered Configurations
 
@@ -209,7 +212,8 @@ class FoodDeliveryServiceEnv(DialogueEnv):
                 "user_index": index, "user_id": user.user_id, "order_id": user.order.order_id,
                 "dispute_type": user.order.dispute.type, "responsible": user.order.responsible,
                 "fair_remedy": user.order.fair_remedy.kind,
-                **user.persona.descriptor(), "user_simulator": self.user_simulator.name}
+                **user.persona.descriptor(), "user_simulator": self.user_simulator.name,
+                "sop": self._sop_decision(photo_received=False)}
         return Opening(system_prompt=system_prompt(user.order, self.max_turns), observation=first,
                        task=task, extra_info=self._extras(None))
 
@@ -276,6 +280,14 @@ class FoodDeliveryServiceEnv(DialogueEnv):
         extras = {"voucher_issued": self._voucher_issued, "finished_ok": self._finished_ok}
         return extras if satisfaction is None else {"satisfaction": satisfaction, **extras}
 
+    def _sop_decision(self, photo_received: bool) -> dict[str, Any]:
+        """What the SOP (:mod:`interactcs_gym.fds.sop`) decides for this order, for the judges."""
+        o = self._user.order
+        now = sop_remedy(o.dispute.type, o.responsible, o.complaint_history, o.late_minutes, photo_received)
+        return {"remedy": o.fair_remedy.kind,
+                "verified": is_verified(o.dispute.type, o.responsible, o.late_minutes, photo_received),
+                "photo_needed": needs_photo(o.dispute.type), "voucher_allowed": now == "voucher"}
+
     def _judge(self, parsed: Any, format_ok: bool, state: dict[str, Any]) -> dict[str, Any]:
         order = self._user.order
         ctx = TurnContext(messages=self.messages, response=parsed.response, think=parsed.think,
@@ -283,6 +295,6 @@ class FoodDeliveryServiceEnv(DialogueEnv):
                           turn=self.turn,
                           scenario={**order.model_dump(mode="json"), "late_minutes": order.late_minutes,
                                     "voucher_value": VOUCHER_VALUE},
-                          state=state)
+                          state=state, sop=self._sop_decision(photo_received=state["evidence_shared"]))
         score = self.process_judge.score_turn(ctx)
         return {"process_reward": float(score.reward), "process_scores": dict(score.scores)}

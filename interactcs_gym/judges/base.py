@@ -24,6 +24,13 @@ class TurnContext:
     as the last assistant message). ``response``/``think``/``action``: the parsed turn (``action`` is
     ``None`` when the turn was malformed). ``scenario``: the order facts the agent was given.
     ``state``: the env's bookkeeping before this turn (e.g. evidence received, voucher issued).
+    ``sop``: what the domain's business rules decide for this dispute at this turn, handed over by
+    the env so that judges apply the rules without re-deriving them (judges import no domain).
+    Keys, all optional: ``remedy`` (the fair remedy kind, e.g. ``"refund_item"``), ``verified``
+    (the complaint is verified: by the order data, or by evidence already received),
+    ``photo_needed`` (the rules verify this dispute by a photo), ``voucher_allowed`` (the voucher is
+    the remedy the rules grant now). Empty when the caller knows no rules (the judges then read
+    the dialogue).
     """
 
     messages: list[dict[str, str]]
@@ -34,6 +41,7 @@ class TurnContext:
     turn: int
     scenario: dict[str, Any] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
+    sop: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -22,7 +22,9 @@ half up to an integer:
 * user_profile_recognition = r(3·empathetic turns among those answering an upset user, 1 if none)
   + 1·[no refund demand was repeated (2+ user turns) without the agent ever explaining the policy]
 * business_rule_capability = 4 - 2·[voucher before verification] - 2·[second voucher]
-  - 1·[refund promise outside policy] - 1·[invented fact] - 1·[malformed turn], at least 0
+  - 1·[refund promise outside policy] - 1·[invented fact] - 1·[malformed turn], at least 0 (the
+  rule judge's compliance rules; the scenario's ``sop`` entry, when the env gives one, is the
+  SOP's decision: see :class:`~interactcs_gym.judges.base.TurnContext`)
 * ood_issue_recognition = r(4·out-of-scope user turns answered with a redirect), 4 if none arose
 """
 
@@ -134,9 +136,11 @@ class HeuristicQualityJudge(DialogueQualityJudge):
     @staticmethod
     def _business(messages, turns, scenario, invented: bool) -> int:
         found: set[str] = set()
+        sop = (scenario or {}).get("sop")
+        sop = sop if isinstance(sop, dict) else {}
         for t in turns:
             ctx = TurnContext(messages[: t.index + 1], t.response, t.think, t.action, t.format_ok,
-                              turn=0, scenario=scenario)
+                              turn=0, scenario=scenario, sop=sop)
             found.update(compliance_violations(ctx, turn_history(ctx)))
         early_voucher = "voucher_before_verification" in found
         second_voucher = "second_voucher" in found

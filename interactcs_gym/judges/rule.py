@@ -10,11 +10,11 @@ It is a pattern matcher over the turn, the dialogue before it and the order fact
 * ``business_compliance``: 0 if the turn issues or requests (even in a malformed turn) a voucher
   when one was already issued, or before verification, or promises a refund the order's remedy does not grant; 0.5 if it mentions
   compensation (remedy lexicon) before verification without issuing it; else 1. *Verification*
-  happened when an earlier agent turn requested evidence or details (evidence lexicon) and the user
-  replied, when the env's state says evidence was shared, or when the order data verifies the
-  dispute itself (``verified_by_order_data`` in the lexicons: a delivery >= 20 minutes late, rider
-  misconduct with the rider responsible). A refund promise is within policy only when the order's
-  fair remedy is a refund and the promise is not a full refund.
+  happened when the env's SOP decision says so (``TurnContext.sop["verified"]``: verified by the
+  order data or by evidence received), when the env's state says evidence was shared, or when an
+  earlier agent turn requested evidence or details (evidence lexicon) and the user replied. A
+  refund promise is within policy only when the fair remedy is a refund (``sop["remedy"]``, else a
+  remedy field of the scenario) and the promise is not a full refund.
 * ``factual_grounding``: 0 if the response states an amount, clock time or order number that is
   neither in the scenario nor in the system prompt; 0.5 if it blames the rider / merchant / platform
   while the scenario names another party responsible; else 1.
@@ -74,9 +74,8 @@ def turn_history(ctx: TurnContext) -> TurnHistory:
         vouchers = int(bool(state["voucher_issued"]))
     else:
         vouchers = sum(1 for t in prior if t.action == "voucher")
-    system = msgs[0].get("content", "") if msgs and msgs[0].get("role") == "system" else ""
     verified = bool(state.get("evidence_shared") or state.get("evidence_received") or state.get("verified")
-                    or T.verified_by_order_data(ctx.scenario, system))
+                    or (ctx.sop or {}).get("verified"))
     if not verified:
         verified = any(T.has_any(t.response, "evidence_request") and
                        any(m.get("role") == "user" for m in msgs[t.index + 1:last]) for t in prior)
@@ -113,7 +112,7 @@ def compliance_violations(ctx: TurnContext, h: TurnHistory) -> list[str]:
         found.append("second_voucher")
     if h.requests_voucher and not h.verified:
         found.append("voucher_before_verification")
-    if T.promises_refund(ctx.response) and not T.refund_allowed(ctx.scenario, ctx.response):
+    if T.promises_refund(ctx.response) and not T.refund_allowed(ctx.scenario, ctx.response, ctx.sop):
         found.append("refund_outside_policy")
     if not h.requests_voucher and not h.verified and T.has_any(ctx.response, "remedy"):
         found.append("compensation_before_verification")

@@ -94,9 +94,7 @@ def lexicons() -> dict[str, Any]:
     data = yaml.safe_load(text)
     out: dict[str, Any] = {}
     for key, entries in data.items():
-        if key == "verified_by_order_data":
-            out[key] = entries
-        elif key.endswith("_patterns"):
+        if key.endswith("_patterns"):
             out[key] = [re.compile(p, re.I) for p in entries]
         else:
             out[key] = [str(e).lower() for e in entries]
@@ -181,35 +179,16 @@ def responsible_party(scenario: dict[str, Any]) -> str | None:
     return None
 
 
-def refund_allowed(scenario: dict[str, Any], response: str = "") -> bool:
-    """Whether a refund promise in ``response`` is within policy: a remedy field of the scenario
-    (key containing "remedy") mentions a refund, and the promise is not a full refund."""
+def refund_allowed(scenario: dict[str, Any], response: str = "", sop: dict[str, Any] | None = None) -> bool:
+    """Whether a refund promise in ``response`` is within policy: the fair remedy is a refund (the
+    env's SOP decision ``sop["remedy"]``; without one, a remedy field of the scenario, a key
+    containing "remedy", mentions a refund), and the promise is not a full refund."""
     if any(p.search(response) for p in lexicons()["full_refund_patterns"]):
         return False
+    if sop and sop.get("remedy") is not None:
+        return "refund" in str(sop["remedy"]).lower()
     return any("remedy" in key.lower() and "refund" in " ".join(flatten(value)).lower()
                for key, value in _walk(scenario))
-
-
-def verified_by_order_data(scenario: dict[str, Any], system_prompt: str = "") -> bool:
-    """Whether the dispute is verified by the order data itself (``verified_by_order_data`` rules
-    of the lexicons file): read from the scenario (``dispute.type`` or ``dispute_type``,
-    ``late_minutes``, the responsible party) or, failing that, the system prompt's order block."""
-    dispute = scenario.get("dispute")
-    kind = dispute.get("type") if isinstance(dispute, dict) else scenario.get("dispute_type")
-    rule = lexicons()["verified_by_order_data"].get(kind)
-    if not rule:
-        return False
-    if "min_late_minutes" in rule:
-        late = scenario.get("late_minutes")
-        if late is None and (m := re.search(r"late_minutes:\s*(\d+)", system_prompt)):
-            late = int(m.group(1))
-        return late is not None and float(late) >= rule["min_late_minutes"]
-    if "responsible" in rule:
-        party = responsible_party(scenario)
-        if party is None and (m := re.search(r"responsibility_assessment:\s*(\w+)", system_prompt)):
-            party = m.group(1).lower()
-        return party == rule["responsible"]
-    return False
 
 
 def _walk(value: Any, key: str = ""):

@@ -2,7 +2,9 @@
 
 * :mod:`interactcs_gym.fds.users.base`: the :class:`UserSimulator` interface (``start``/``respond``),
   :class:`AgentTurn` (what the user experiences of an agent turn) and :class:`UserReply`.
-* :mod:`interactcs_gym.fds.users.persona`: the embedded, offline, rule-based persona simulator.
+* :mod:`interactcs_gym.fds.users.persona`: the embedded, offline, rule-based persona simulator,
+  composed of :mod:`~interactcs_gym.fds.users.reader` (what the user reads in the agent's turn) and
+  :mod:`~interactcs_gym.fds.users.dynamics` (mood and patience, from ``data/persona_effects.yaml``).
 * ``interactcs_gym.fds.users.llm``: the LLM role-play simulator (needs a chat back-end).
 """
 
