@@ -24,7 +24,7 @@ TELECOM_TASKS = [
 # flights + baggage (17), three bookings (23).
 AIRLINE_TASKS = ["2", "9", "11", "14", "17", "23"]
 #: Every SAMPLE-th task of each domain (tasks sorted by id) in the sample replay.
-SAMPLE = 8
+SAMPLE = 10
 
 
 @pytest.fixture(scope="module")

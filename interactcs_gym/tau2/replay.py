@@ -122,29 +122,32 @@ class GoldAgent(Agent):
 
 def replay_domain(domain: str, *, split: str = "base", tasks: Any = None,
                   db_path: str | None = None, limit: int | None = None,
-                  log: Any = None) -> tuple[list[str], int, float]:
+                  log: Any = None) -> dict[str, Any]:
     """Replay the gold dialogue of every task of ``split`` (the first ``limit``).
 
-    Returns ``(ids of the tasks without reward 1.0, tasks replayed, seconds)``; the time includes
-    building the env. ``log(task_id, reward, note)`` is called after each task.
+    Returns ``tasks`` (replayed), ``failed`` (ids of the tasks without reward 1.0), ``db_match``
+    (tasks whose official DB check matched) and ``seconds`` (building the env included).
+    ``log(task_id, reward, note)`` is called after each task.
     """
     from interactcs_gym.tau2.env import Tau2Env
 
     start = time.perf_counter()
     env = Tau2Env(domain=domain, split=split, tasks=tasks, db_path=db_path,
                   user_simulator="scripted")
-    failed = []
+    failed, db_match = [], 0
     for task in env.tasks[:limit]:
         try:
             reward, info = replay_gold(env, task.id)
             note = info["termination_reason"]
+            db_match += bool((info["reward_info"].get("db_check") or {}).get("db_match"))
         except (RuntimeError, ValueError) as exc:
             reward, note = 0.0, str(exc)
         if reward < 1.0:
             failed.append(task.id)
         if log is not None:
             log(task.id, reward, note)
-    return failed, len(env.tasks[:limit]), time.perf_counter() - start
+    return {"tasks": len(env.tasks[:limit]), "failed": failed, "db_match": db_match,
+            "seconds": time.perf_counter() - start}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,13 +167,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose or reward < 1.0:
             print(f"{task_id}\treward={reward:.1f}\t{note}", flush=True)
 
+    from interactcs_gym.tau2.official import require_tau2
+
+    require_tau2()  # the one-time import of τ²-bench (several seconds), outside the timings
     rows, failures = [], 0
     for domain in args.domain:
-        failed, n, seconds = replay_domain(domain, split=args.split, tasks=args.tasks,
-                                           db_path=args.db_path, limit=args.limit, log=log)
-        failures += len(failed)
-        rows.append(f"| {domain} | {args.split} | {n - len(failed)}/{n} | {seconds:.1f} |")
-    print("| domain | split | tasks at reward 1.0 | time (s) |\n|---|---|---|---|")
+        r = replay_domain(domain, split=args.split, tasks=args.tasks, db_path=args.db_path,
+                          limit=args.limit, log=log)
+        failures += len(r["failed"])
+        n = r["tasks"]
+        rows.append(f"| {domain} | {args.split} | {n - len(r['failed'])}/{n} | "
+                    f"{r['db_match']}/{n} | {r['seconds']:.1f} |")
+    print("| domain | split | tasks at reward 1.0 | official DB match | time (s) |\n"
+          "|---|---|---|---|---|")
     print("\n".join(rows))
     return 1 if failures else 0
 
