@@ -147,3 +147,14 @@ def test_the_extra_pins_the_version_the_install_hint_names():
     assert 'pip install "interactcs-rl[tau2]"' in readme
     ci_extras = re.search(r'pip install "\.\[([^\]]*)\]"', (root / ".ci" / "run").read_text())
     assert "tau2" in ci_extras.group(1).split(",")  # CI runs every τ² test
+
+
+def test_a_tau2_without_its_data_is_reported(monkeypatch, tmp_path):
+    from tau2_support import need_tau2
+
+    from interactcs_gym.tau2 import official
+
+    need_tau2()
+    monkeypatch.setattr(official, "data_root", lambda: tmp_path)
+    with pytest.raises(Tau2NotInstalledError, match=f"data folder {tmp_path} has no tau2/domains"):
+        require_tau2()

@@ -100,8 +100,9 @@ class Tau2Env(DialogueEnv):
     ``str(s % 50)``; train/test are the official ``split_tasks.json`` ids in that order (retail
     74/40, airline 30/20); telecom's 114 base tasks (74/40) sort as strings. An own ``tasks`` set
     keeps its own order. ``info["task"]`` names the task id. The domain database and the user's
-    device are set to the task's initial state with the official ``Environment.set_state``. Tasks scored by natural-language assertions
-    (which need τ²-bench's LLM judge; only the ``mock`` domain has them) are refused.
+    device are set to the task's initial state with the official ``Environment.set_state``.
+    Tasks scored by natural-language assertions (which need τ²-bench's LLM judge; only the
+    ``mock`` domain has them) are refused.
 
     ## Episode End
 

