@@ -152,3 +152,17 @@ def test_a_sample_of_every_domain_replays_to_reward_one(domain, retail, airline,
         if reward != 1.0 or (info["db_hash"], device) != gold:
             failed.append(task.id)
     assert failed == [], f"{len(failed)} of {len(sample)} tasks failed, e.g. {failed[:3]}"
+
+
+def test_the_replay_command_prints_a_row_per_domain(capsys):
+    from interactcs_gym.tau2.replay import main
+
+    need_tau2()
+    assert main(["--domain", "telecom", "retail", "--limit", "2", "--verbose"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[1:] for line in lines[:4]] == [["reward=1.0", "user_stop"]] * 4
+    assert lines[4] == "| domain | split | tasks at reward 1.0 | official DB match | time (s) |"
+    assert lines[6].startswith("| telecom | base | 2/2 | ") and lines[7].startswith(
+        "| retail | base | 2/2 | 2/2 | ")
+    with pytest.raises(SystemExit):
+        main(["--domain", "retail", "airline", "--db-path", "db.json"])
