@@ -4,9 +4,7 @@ Replays the gold dialogues of the first N tasks of each domain with the scripted
 the loop, so this is the adapter plus the official package: environment construction, tools,
 orchestrator, and the official evaluation on the last step) and prints mean milliseconds::
 
-    python benchmarks/tau2_env_speed.py --tasks 20          # needs τ²-bench (README)
-
-Airline is skipped when the τ²-bench data has no airline database.
+    python benchmarks/tau2_env_speed.py --tasks 20          # needs the tau2 extra (README)
 """
 
 from __future__ import annotations
@@ -43,15 +41,12 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=20, help="tasks per domain")
     args = parser.parse_args()
 
-    from interactcs_gym.tau2.official import DOMAINS, domain_dir, require_tau2
+    from interactcs_gym.tau2.official import require_tau2
 
     require_tau2()
     print("| domain | reset (ms) | tool step (ms) | message step (ms) | last step (ms) |")
     print("|---|---|---|---|---|")
     for domain in ("retail", "airline", "telecom"):
-        if not (domain_dir(domain) / DOMAINS[domain].db_file).is_file():
-            print(f"| {domain} | (no database in this τ²-bench data) | | | |")
-            continue
         row = measure(domain, args.tasks)
         cells = [f"{row[k]:.1f}" if k in row else "-"
                  for k in ("reset", "tool step", "message step", "last step")]

@@ -3,42 +3,55 @@
 from __future__ import annotations
 
 import json
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 
 from interactcs_gym.tau2 import Tau2NotInstalledError, require_tau2
+from interactcs_gym.tau2.official import TAU2_DISTRIBUTION
+
+
+def _extra_installed() -> bool:
+    try:
+        metadata.distribution(TAU2_DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def _probe() -> str | None:
+    """None when τ²-bench is usable; else why not. Where the ``tau2`` extra is installed a broken
+    τ²-bench is an error, not a reason to skip: CI installs the extra and runs every τ² test."""
     try:
         require_tau2()
     except Tau2NotInstalledError as exc:
+        if _extra_installed():
+            raise
         return str(exc).splitlines()[0]
     return None
 
 
-# Probed when the test modules are imported, before any test imports tau2 itself: require_tau2
-# must run first to point a regular install at its checkout's data (see official.py).
 MISSING = _probe()
 
 
 #: Mark of the test modules that need τ²-bench: skipped, with the reason, where it is missing.
 requires_tau2 = pytest.mark.skipif(
     MISSING is not None,
-    reason=f"needs the official τ²-bench package: {MISSING} (README: 'τ²-bench adapters')")
+    reason=f"needs τ²-bench, pip install '.[tau2]': {MISSING} (README: 'τ²-bench adapters')")
 
 
 def need_tau2() -> None:
     """Skip the calling test when the official τ²-bench package is not usable here."""
     if MISSING is not None:
-        pytest.skip(f"needs the official τ²-bench package: {MISSING} (README: 'τ²-bench adapters')")
+        pytest.skip(f"needs τ²-bench, pip install '.[tau2]': {MISSING} "
+                    f"(README: 'τ²-bench adapters')")
 
 
 # ---------------------------------------------------------------------------- airline
-# The stored copy of τ²-bench lacks the airline db.json, so airline tests use this small database,
-# written in the package's airline data model (validated by FlightDB when the env loads it), and
-# tasks of their own in the package's Task model.
+# A small airline world of our own for the db_path= / tasks= arguments (users with their own
+# database): a database in the package's airline data model (validated by FlightDB when the env
+# loads it) and tasks in the package's Task model.
 def _available(economy: int) -> dict:
     return {"status": "available",
             "available_seats": {"basic_economy": 9, "economy": 9, "business": 4},
@@ -120,7 +133,7 @@ def gold_db_hashes(env, task, sync: bool = False) -> tuple[str, str | None]:
 
     ``sync=True`` also calls ``sync_tools`` after each gold action, as the official orchestrator
     does after every step of a real episode. Without user tools (retail, airline) it changes
-    nothing. In telecom it matters: the official evaluator (v0.2.0) builds its gold databases
+    nothing. In telecom it matters: the official evaluator builds its gold databases
     *without* syncing while its replay of the episode syncs, so its ``db_match`` is False on most
     telecom tasks even for the gold trajectory (71 of 114: the device state, and for overdue bills
     the bill the user paid); an upstream quirk that only DB rate sees, as telecom's reward is

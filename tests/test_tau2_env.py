@@ -130,11 +130,14 @@ def test_registered_ids_make_the_right_domains(tmp_path):
     env = gym.make("Tau2-Telecom-v0", user_simulator="scripted")
     _, info = env.reset(seed=0)
     assert info["task"]["domain"] == "telecom" and "toggle_airplane_mode" not in str(info["tools"])
-    db_path, tasks_path = write_airline_world(tmp_path)
+    env = gym.make("Tau2-Airline-v0", user_simulator="scripted")
+    _, info = env.reset(seed=51)
+    assert info["task"] == {"domain": "airline", "split": "base", "index": 1, "task_id": "1"}
+    assert "send_certificate" in [t["function"]["name"] for t in info["tools"]]
+    db_path, tasks_path = write_airline_world(tmp_path)  # own database and tasks
     env = gym.make("Tau2-Airline-v0", user_simulator="scripted", db_path=db_path, tasks=tasks_path)
     _, info = env.reset(seed=1)
     assert info["task"]["task_id"] == "change_to_cheaper_flight"
-    assert "send_certificate" in [t["function"]["name"] for t in info["tools"]]
 
 
 # ---------------------------------------------------------------------------- tasks and splits
@@ -171,19 +174,37 @@ def test_splits_from_a_split_file(tmp_path):
         make(split="train", split_file=str(split_file))
 
 
-def test_official_splits_when_the_data_has_them():
-    need_tau2()
-    from interactcs_gym.tau2.official import domain_dir
-
-    if not (domain_dir("retail") / "split_tasks.json").is_file():
-        with pytest.raises(ValueError, match="needs a split file.*split_tasks.json"):
-            make(split="train")
-        pytest.skip("this τ²-bench data has no split_tasks.json (README: how to add it)")
+def test_official_splits():
     sizes = {d: (len(make(d, split="train").tasks), len(make(d, split="test").tasks))
-             for d in ("retail", "telecom")}
-    assert sizes == {"retail": (74, 40), "telecom": (74, 40)}  # τ²-bench's official splits
+             for d in ("retail", "airline", "telecom")}
+    assert sizes == {"retail": (74, 40), "airline": (30, 20), "telecom": (74, 40)}
     train = {t.id for t in make(split="train").tasks}
     assert not train & {t.id for t in make(split="test").tasks}
+    test = make("airline", split="test")  # official test ids, numerically sorted
+    assert [t.id for t in test.tasks[:4]] == ["2", "6", "8", "13"]
+    assert test.reset(seed=21)[1]["task"]["task_id"] == "6"
+
+
+def test_tasks_are_sorted_by_id_whatever_the_package_order(monkeypatch):
+    from interactcs_gym.tau2.official import require_tau2, task_order
+
+    assert sorted(["10", "9", "[b]", "100", "[a]"], key=task_order) == [
+        "9", "10", "100", "[a]", "[b]"]
+    telecom = [t.id for t in make("telecom").tasks]
+    assert len(telecom) == 114 and telecom == sorted(telecom)
+    assert telecom[0] == "[mms_issue]airplane_mode_on|bad_network_preference|bad_wifi_calling|" \
+        "break_apn_mms_setting|break_app_both_permissions|data_mode_off|data_usage_exceeded|" \
+        "unseat_sim_card|user_abroad_roaming_disabled_off[PERSONA:Hard]"
+    registry = require_tau2()
+    loader = registry.get_tasks_loader("telecom")
+    monkeypatch.setattr(registry, "get_tasks_loader", lambda name: (
+        (lambda *a: loader(*a)[::-1]) if name == "telecom" else type(registry).get_tasks_loader(
+            registry, name)))
+    shuffled = make("telecom")
+    assert [t.id for t in shuffled.tasks] == telecom
+    assert shuffled.reset(seed=7)[1]["task"]["task_id"] == telecom[7]
+    test = make("telecom", split="test")
+    assert [t.id for t in test.tasks] == [i for i in telecom if i in {t.id for t in test.tasks}]
 
 
 # ---------------------------------------------------------------------------- malformed actions
@@ -304,7 +325,18 @@ def test_retail_refunds_are_the_cost(retail, task_id, expected_calls, total):
     assert cost_total == pytest.approx(total)
 
 
-def test_airline_certificates_and_refunds_are_the_cost(tmp_path):
+@pytest.mark.parametrize("task_id, expected_calls, total", [
+    ("2", [("send_certificate", {"certificate": 50.0})], 50.0),
+    ("9", [("cancel_reservation", {"refund": 6178.0})], 6178.0),  # everything paid, refunded
+    # GV1N64, 3 passengers, business (561 + 1339) -> basic economy (53 + 99): 3 x 1748
+    ("11", [("update_reservation_flights", {"refund": 5244.0})], 5244.0),
+])
+def test_airline_certificates_and_refunds_are_the_cost(task_id, expected_calls, total):
+    per_call, cost_total = _costs_of_gold(make("airline"), task_id)
+    assert per_call == expected_calls and cost_total == total
+
+
+def test_cost_weights_and_own_airline_database(tmp_path):
     db_path, tasks_path = write_airline_world(tmp_path)
     env = make("airline", db_path=db_path, tasks=tasks_path)
     per_call, total = _costs_of_gold(env, "cancel_and_certificate")

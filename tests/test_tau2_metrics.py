@@ -82,3 +82,28 @@ def test_evaluation_cli_on_a_tau2_id(tmp_path, capsys):
     assert [e["final_info"]["task"]["task_id"] for e in episodes] == ["0", "1", "2"]
     assert all(e["metric_family"] == "interactcs_gym.tau2.metrics:TAU2_METRICS" for e in episodes)
     assert all(e["final_info"]["tau2_metrics"]["pass"] == 0.0 for e in episodes)
+
+
+@requires_tau2
+def test_evaluation_cli_with_the_gold_reference_agent(tmp_path, capsys):
+    """The reference agent of the τ² envs through the CLI, offline: airline's tasks 0, 1, 2 (the
+    scripted user opens with the reason for calling and stops at the agent's summary)."""
+    import json
+
+    from interactcs_gym.evaluation.cli import main
+
+    out = tmp_path / "gold.jsonl"
+    assert main(["--env", "Tau2-Airline-v0", "--env-kwargs", '{"user_simulator": "scripted"}',
+                 "--agent", "interactcs_gym.tau2.replay:GoldAgent", "--users", "3", "--seeds", "1",
+                 "--out", str(out), "--no-progress"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines()
+               if line.startswith("| gold | Tau2-Airline-v0"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # Pass@1, Comm, DB 100 %; action reward 1; 0 + 2 + 4 gold actions matched; task 2 grants a
+    # $50 certificate: 50 / 3 = 16.67 per session; 1 + 3 + 5 agent turns: 3.0 per session
+    assert cells[4:] == ["100.0 ± 0.0", "100.0 ± 0.0", "100.0 ± 0.0", "1.000 ± 0.000",
+                         "6.0 ± 0.0", "16.67 ± 0.00", "3.0 ± 0.0", "0"]
+    episodes = [r for r in map(json.loads, out.read_text().splitlines())
+                if r["record"] == "episode"]
+    assert [e["final_info"]["task"]["task_id"] for e in episodes] == ["0", "1", "2"]
+    assert [e["final_info"]["reward_info"]["reward"] for e in episodes] == [1.0, 1.0, 1.0]

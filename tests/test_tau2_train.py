@@ -25,9 +25,6 @@ def test_cmpo_trains_on_a_tau2_train_split(tmp_path, tiny_model_dir):
     out = tmp_path / "run"
     env_kwargs = {"split": "train", "user_simulator": "scripted",
                   "user_simulator_kwargs": {"script": SCRIPT}, "cost_weights": {"refund": 0.001}}
-    split_file = tmp_path / "split.json"  # the official split may be missing from this data
-    split_file.write_text(json.dumps({"train": ["2", "5", "11"]}))
-    env_kwargs["split_file"] = str(split_file)
     cmd = [sys.executable, "-m", "cmpo.train", "--config",
            str(ROOT / "examples" / "cmpo_tau2_airline.yaml"),
            "--env_id", "Tau2-Retail-v0", "--env_kwargs", json.dumps(env_kwargs),

