@@ -94,7 +94,8 @@ def _read_calls(chunks: list[str]) -> tuple[list[ToolCallRequest], str | None]:
         try:
             payload = untrusted.loads(chunk)
         except untrusted.UntrustedJSONError as exc:
-            return [], (f"Your tool call cannot be read: {exc}. Write exactly one JSON object: "
+            reason = str(exc) if str(exc).startswith("not ") else f"not readable: {exc}"
+            return [], (f"Your tool call is {reason}. Write exactly one JSON object: "
                         '{"name": "<tool>", "arguments": {...}}, or a JSON list of them.')
         items = payload if isinstance(payload, list) else [payload]
         if not items:

@@ -18,7 +18,7 @@ import argparse
 import time
 from typing import Any
 
-from interactcs_gym.agents.base import Agent
+from interactcs_gym.core.agent import Agent
 from interactcs_gym.tau2.protocol import STOP_TOKEN, format_tool_call
 
 DONE = "Done."
