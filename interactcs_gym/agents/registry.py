@@ -13,6 +13,9 @@ AGENTS: dict[str, str] = {
     "always-voucher": "interactcs_gym.agents.fixed:AlwaysVoucherAgent",
     "never-voucher": "interactcs_gym.agents.fixed:NeverVoucherAgent",
     "random": "interactcs_gym.agents.fixed:RandomAgent",
+    "sop-generous": "interactcs_gym.agents.sop_generous:GenerousSOPAgent",
+    "sop-frugal": "interactcs_gym.agents.sop_generous:FrugalSOPAgent",
+    "policy": "interactcs_gym.agents.policy:PolicyAgent",
     "llm": "interactcs_gym.agents.llm:LLMAgent",
 }
 
