@@ -21,7 +21,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-ESTIMATOR_NAMES = ("cmpo", "grpo", "capo")
+ESTIMATOR_NAMES = ("cmpo", "grpo", "capo", "ppo")
 CONTROLLER_NAMES = ("pid", "lagrangian", "fixed", "none")
 
 
@@ -110,9 +110,10 @@ class CMPOConfig:
         "vllm colocate: offload vLLM's weights and cache during the optimiser step."))
 
     # -- advantage ---------------------------------------------------------------------------------
-    estimator: Literal["cmpo", "grpo", "capo"] = field(default="cmpo", metadata=_help(
+    estimator: Literal["cmpo", "grpo", "capo", "ppo"] = field(default="cmpo", metadata=_help(
         "Advantage estimator (cmpo.advantage.get_estimator): 'cmpo' hybrid (outcome + process - "
-        "lambda * cost), 'grpo' (session outcome only), 'capo' (turn-level flags from the judge)."))
+        "lambda * cost), 'grpo' (session outcome only), 'capo' (turn-level flags from the judge), "
+        "'ppo' (token level: a value head on the policy, GAE over the agent tokens, cmpo.ppo)."))
     w_o: float | None = field(default=None, metadata=_help(
         "Weight of the outcome R_i (default: the estimator's own, 1.0 for cmpo, 2.0 for capo)."))
     w_p: float | None = field(default=None, metadata=_help(
@@ -123,6 +124,22 @@ class CMPOConfig:
         "Scale advantages by 1/(1 + lambda) (Stooke et al.'s sum normalisation)."))
     use_cost: bool = field(default=True, metadata=_help(
         "Subtract lambda * cost in the advantage (False: the 'w/o Cost' ablation; lambda is still logged)."))
+
+    # -- ppo (estimator: ppo) ------------------------------------------------------------------------
+    vf_coef: float = field(default=0.1, metadata=_help(
+        "ppo: coefficient of the clipped value loss in the total loss."))
+    cliprange_value: float = field(default=0.2, metadata=_help(
+        "ppo: epsilon_v, the value head's prediction is clipped to V_old +- epsilon_v in the value loss."))
+    gamma: float = field(default=1.0, metadata=_help(
+        "ppo: discount per agent token in GAE (user/env tokens are not steps)."))
+    gae_lambda: float = field(default=0.95, metadata=_help("ppo: lambda of GAE (bias/variance trade-off)."))
+    whiten_advantages: bool = field(default=True, metadata=_help(
+        "ppo: normalise the advantages to mean 0, std 1 over the step's agent tokens (all processes)."))
+    kl_coef: float = field(default=0.0, metadata=_help(
+        "ppo: per-token KL penalty in the reward, -kl_coef * (log pi_old - log pi_ref) on every agent "
+        "token (loads the reference model; 0 = none). beta adds the k3 KL to the loss instead."))
+    value_head_learning_rate: float | None = field(default=None, metadata=_help(
+        "ppo: learning rate of the value head (default: learning_rate); the head starts from zeros."))
 
     # -- cost controller (lambda) -------------------------------------------------------------------
     cost_controller: Literal["pid", "lagrangian", "fixed", "none"] = field(default="pid", metadata=_help(
@@ -198,7 +215,7 @@ class CMPOConfig:
         _non_negative(self, "generation_batch_size", "top_k", "save_steps", "log_dialogues",
                       "cost_limit", "lambda_init", "pid_kp", "pid_ki", "pid_kd", "lagrangian_lr",
                       "fixed_lambda", "epsilon_low", "epsilon_high", "beta", "learning_rate",
-                      "weight_decay", "max_grad_norm")
+                      "weight_decay", "max_grad_norm", "vf_coef", "kl_coef")
         if self.max_turns is not None and self.max_turns < 1:
             raise ValueError(f"max_turns must be >= 1 or None (no cap), got {self.max_turns}")
         if self.temperature <= 0:
@@ -207,6 +224,17 @@ class CMPOConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.epsilon_low >= 1:
             raise ValueError(f"epsilon_low must be < 1, got {self.epsilon_low}")
+        for name in ("gamma", "gae_lambda"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.cliprange_value <= 0:
+            raise ValueError(f"cliprange_value must be > 0, got {self.cliprange_value}")
+        if self.value_head_learning_rate is not None and self.value_head_learning_rate <= 0:
+            raise ValueError(f"value_head_learning_rate must be > 0 or None (= learning_rate), got "
+                             f"{self.value_head_learning_rate}")
+        if self.estimator == "ppo" and self.cost_signal != "turn":
+            raise ValueError("estimator 'ppo' puts each turn's cost on that turn's last token; "
+                             "cost_signal must be 'turn'")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         for name in ("pid_ema_alpha_p", "pid_ema_alpha_d"):
@@ -245,9 +273,18 @@ class CMPOConfig:
         per_process = self.episodes_per_step // num_processes
         return per_process // (self.num_mini_batches * self.micro_batch_size)
 
+    @property
+    def needs_reference(self) -> bool:
+        """Whether the run scores tokens with the reference policy (β > 0, or ppo's kl_coef > 0)."""
+        return self.beta > 0 or (self.estimator == "ppo" and self.kl_coef > 0)
+
     def estimator_kwargs(self) -> dict[str, Any]:
-        """Options for ``cmpo.advantage.get_estimator(self.estimator)`` that this config sets."""
+        """Options for ``cmpo.advantage.get_estimator(self.estimator)`` that this config sets
+        (none for ``ppo``, which is not a group estimator: :mod:`cmpo.ppo` reads the config)."""
         from cmpo.advantage import estimator_options
+
+        if self.estimator == "ppo":
+            return {}
 
         wanted = {"w_o": self.w_o, "w_p": self.w_p, "cost_signal": self.cost_signal,
                   "sum_norm": self.sum_norm, "use_cost": self.use_cost}

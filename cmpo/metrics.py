@@ -8,7 +8,10 @@ Metric names are grouped CleanRL-style:
   ``generated_tokens``, ``truncated_rate``;
 * ``cost/``: ``lambda`` (λ_k used in this step's advantages), ``limit`` (d);
 * ``loss/``: ``loss``, ``policy_loss``, ``kl_ref`` (k3 to the reference, when β > 0), ``approx_kl``
-  (to the rollout policy), ``clip_fraction``, ``entropy``, ``mean_ratio``, ``grad_norm``;
+  (to the rollout policy), ``clip_fraction``, ``entropy``, ``mean_ratio``, ``grad_norm``; with the
+  ``ppo`` estimator also ``value_loss``, ``value_clip_fraction`` and ``rollout/value_mean``,
+  ``rollout/return_mean``, ``rollout/advantage_mean`` (before whitening) and
+  ``rollout/explained_variance`` (1 − Var(R − V)/Var(R) over the agent tokens, :mod:`cmpo.ppo`);
 * ``perf/``: ``step_s``, ``rollout_s``, ``env_s``, ``update_s``, ``tokens_per_s`` (generated
   tokens per second of rollout), ``env_fraction``; ``train/lr``.
 

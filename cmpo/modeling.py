@@ -50,9 +50,9 @@ def load_policy(cfg: CMPOConfig):
 
 
 def load_reference(cfg: CMPOConfig, accelerator):
-    """Frozen copy of the initial policy for the KL term (β > 0); ``None`` with LoRA, where the
-    reference is the policy with its adapters disabled."""
-    if cfg.beta == 0 or cfg.use_peft:
+    """Frozen copy of the initial policy for the KL term (β > 0, or ppo's ``kl_coef`` > 0);
+    ``None`` with LoRA, where the reference is the policy with its adapters disabled."""
+    if not cfg.needs_reference or cfg.use_peft:
         return None
     from transformers import AutoModelForCausalLM
 
@@ -66,13 +66,16 @@ def load_reference(cfg: CMPOConfig, accelerator):
 
 
 def score_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 loss_mask: torch.Tensor, temperature: float, *, with_entropy: bool = False):
+                 loss_mask: torch.Tensor, temperature: float, *, with_entropy: bool = False,
+                 with_value: bool = False):
     """Log-probs (and entropies) of the tokens at the positions where ``loss_mask`` is set.
 
     Only the logits that predict a masked token are computed (``logits_to_keep``): in a long
     dialogue most positions are prompt and user tokens, which need no vocabulary projection.
     Returns ``(logp, entropy, cols)``: ``(B, K)`` tensors over the K token columns ``cols`` (the
     union of masked columns of the batch; ``loss_mask[:, cols]`` says which entries are valid).
+    ``with_value`` (a :class:`cmpo.value.PolicyWithValueHead`): ``(logp, entropy, cols, value)``,
+    ``value[:, k]`` the value of the state in which token ``cols[k]`` was sampled.
     """
     from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
@@ -80,11 +83,13 @@ def score_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     if cols.numel() == 0:  # nothing to score: keep one column so that backward still runs
         cols = torch.ones(1, dtype=torch.long, device=input_ids.device)
     out = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=cols - 1,
-                use_cache=False)
+                use_cache=False, **({"return_value": True} if with_value else {}))
     logits = out.logits.float() / temperature  # (B, K, V): position j-1 predicts token j
     logp = selective_log_softmax(logits, input_ids[:, cols])
     entropy = None
     if with_entropy:
         with torch.no_grad():
             entropy = entropy_from_logits(logits.detach())
+    if with_value:
+        return logp, entropy, cols, out.value.float()
     return logp, entropy, cols

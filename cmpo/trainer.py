@@ -10,11 +10,14 @@ reading top to bottom like CleanRL. One training step k:
    session cost of the whole batch (all processes): λ_k = controller.update(J_C).
 3. **Advantages.** For each group, the estimator (:mod:`cmpo.advantage`: cmpo, grpo or capo)
    turns outcomes, process rewards, costs and λ_k into per-turn advantages A_{i,t}; every sampled
-   token of turn t gets A_{i,t}, every other token is masked out.
+   token of turn t gets A_{i,t}, every other token is masked out. The token-level ``ppo`` baseline
+   (:mod:`cmpo.ppo`) instead puts each turn's reward − λ_k·cost on the turn's last token, scores
+   the old values with its value head (:mod:`cmpo.value`) and runs GAE over the agent tokens.
 4. **Update.** ``num_epochs`` passes over the episodes in ``num_mini_batches`` optimiser steps,
    each accumulated over micro-batches: the clipped surrogate (:mod:`cmpo.loss`) against the
    rollout log-probs, token-mean over the mini-batch's agent tokens (all processes), plus β·k3 KL
-   to the reference when β > 0. Then the engine gets the new weights.
+   to the reference when β > 0 (ppo: plus ``vf_coef`` × the clipped value loss). Then the engine
+   gets the new weights.
 5. **Log and checkpoint.**
 """
 
@@ -80,8 +83,16 @@ class CMPOTrainer:
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg)
         model = model if model is not None else load_policy(cfg)
         self.ref_model = load_reference(cfg, acc)
+        self.ppo = None
+        if cfg.estimator == "ppo":  # PPO: the policy gets a value head, trained in the same forward
+            from cmpo.ppo import PPOAdvantages, param_groups
+            from cmpo.value import PolicyWithValueHead
 
-        params = [p for p in model.parameters() if p.requires_grad]
+            self.ppo = PPOAdvantages(cfg, acc)
+            model = PolicyWithValueHead(model)
+            params = param_groups(model, cfg.value_head_learning_rate)
+        else:
+            params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                       betas=(cfg.adam_beta1, cfg.adam_beta2))
         total_updates = cfg.max_steps * cfg.num_epochs * cfg.num_mini_batches
@@ -98,6 +109,8 @@ class CMPOTrainer:
         # transformers samples from the prepared model itself; vLLM gets the bare one, whose
         # parameter names are the checkpoint's (no DDP "module." prefix) for the weight sync
         engine_model = self.model if cfg.engine == "transformers" else acc.unwrap_model(self.model)
+        if self.ppo is not None and cfg.engine != "transformers":
+            engine_model = engine_model.policy  # vLLM's weight sync: the policy's names, no head
         self.engine = make_engine(
             cfg.engine, engine_model, self.tokenizer, sampling, accelerator=acc,
             max_batch_size=cfg.generation_batch_size,
@@ -116,7 +129,7 @@ class CMPOTrainer:
                                           group_size=cfg.group_size, env_kwargs=cfg.env_kwargs,
                                           max_turns=cfg.max_turns, max_seq_len=cfg.max_seq_len)
         self.controller = make_cost_controller(cfg.cost_controller, **cfg.controller_kwargs())
-        self.estimator = get_estimator(cfg.estimator)
+        self.estimator = None if self.ppo is not None else get_estimator(cfg.estimator)
         self.estimator_kwargs = cfg.estimator_kwargs()
         self.log = JsonlLog(self.output_dir / "metrics.jsonl")
         self.dialogue_log = JsonlLog(self.output_dir / "dialogues.jsonl")
@@ -184,8 +197,9 @@ class CMPOTrainer:
         lam = self.controller.update(mean_cost)
 
         # 3. Per-turn advantages, group by group; each sampled token gets its turn's advantage.
-        rows = []
-        for g in range(len(seeds)):
+        #    (ppo: per-token rewards here, GAE once the old values are scored in step 4)
+        rows = self.ppo.rows(episodes, lam) if self.ppo is not None else []
+        for g in range(len(seeds) if self.ppo is None else 0):
             group = episodes[g * cfg.group_size:(g + 1) * cfg.group_size]
             turn_adv = self.estimator([ep.outcome for ep in group],
                                       [[0.0 if p is None else p for p in ep.process_rewards]
@@ -196,12 +210,13 @@ class CMPOTrainer:
         # 4. Policy update: epochs x mini-batches, each accumulated over micro-batches.
         t_update = time.perf_counter()
         lr = self.scheduler.get_last_lr()[0]  # the learning rate of this step's (first) update
-        if cfg.recompute_old_logprobs or cfg.beta > 0:
+        if cfg.recompute_old_logprobs or cfg.needs_reference or self.ppo is not None:
             self._rescore(rows)
+        value_metrics = self.ppo.advantages(rows) if self.ppo is not None else {}
         stats = self._update(rows)
         self.engine.sync_weights()
 
-        metrics = {**rollout_metrics(summaries),
+        metrics = {**rollout_metrics(summaries), **value_metrics,
                    "cost/lambda": lam, "cost/limit": cfg.cost_limit, **stats,
                    "train/lr": lr,
                    "perf/rollout_s": rollout.total_s, "perf/env_s": rollout.env_s,
@@ -224,6 +239,7 @@ class CMPOTrainer:
         """Clipped-surrogate updates over ``rows`` (one per episode of this process)."""
         from cmpo.loss import clipped_surrogate_loss
         from cmpo.modeling import score_tokens
+        from cmpo.ppo import clipped_value_loss
 
         cfg, acc = self.config, self.accelerator
         self.model.train()
@@ -244,15 +260,21 @@ class CMPOTrainer:
                     batch = collate(mini[start:start + cfg.micro_batch_size],
                                     self.tokenizer.pad_token_id, acc.device)
                     with acc.accumulate(self.model):
-                        logp, entropy, cols = score_tokens(
+                        logp, entropy, cols, *value = score_tokens(
                             self.model, batch["input_ids"], batch["attention_mask"], batch["mask"],
-                            cfg.temperature, with_entropy=True)
+                            cfg.temperature, with_entropy=True, with_value=self.ppo is not None)
                         mask = batch["mask"][:, cols]
                         ref = batch["ref_logprobs"][:, cols] if "ref_logprobs" in batch else None
                         loss, stats = clipped_surrogate_loss(
                             logp, batch["old_logprobs"][:, cols], batch["advantages"][:, cols], mask,
                             epsilon_low=cfg.epsilon_low, epsilon_high=cfg.epsilon_high,
                             ref_logprobs=ref, beta=cfg.beta, num_tokens=num_tokens)
+                        if value:  # ppo: + vf_coef x the clipped value loss
+                            value_loss, value_stats = clipped_value_loss(
+                                value[0], batch["old_values"][:, cols], batch["returns"][:, cols],
+                                mask, cfg.cliprange_value, num_tokens=num_tokens)
+                            loss = loss + cfg.vf_coef * value_loss
+                            stats.update(value_stats)
                         acc.backward(loss * self.grad_accum)  # accelerate divides by grad_accum
                         if acc.sync_gradients and cfg.max_grad_norm > 0:
                             norm = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
@@ -277,28 +299,31 @@ class CMPOTrainer:
 
     @torch.no_grad()
     def _rescore(self, rows: list[dict[str, Any]]) -> None:
-        """Before the update: the reference model's log-probs (β > 0) and, with
-        ``recompute_old_logprobs``, the training model's own, stored in each row."""
+        """Before the update: the reference model's log-probs (β > 0 or ppo's kl_coef > 0), with
+        ``recompute_old_logprobs`` the training model's own, and (ppo) the value head's old values,
+        stored in each row."""
         from cmpo.modeling import score_tokens
 
         cfg, acc = self.config, self.accelerator
         scorers = []
-        if cfg.recompute_old_logprobs:
+        if cfg.recompute_old_logprobs or self.ppo is not None:
             scorers.append(("old_logprobs", contextlib.nullcontext(self.model)))
-        if cfg.beta > 0:
+        if cfg.needs_reference:
             scorers.append(("ref_logprobs", self._reference()))
         for key, context in scorers:
+            with_value = self.ppo is not None and key == "old_logprobs"
             with context as model, acc.autocast():
                 for start in range(0, len(rows), cfg.micro_batch_size):
                     chunk = rows[start:start + cfg.micro_batch_size]
                     batch = collate(chunk, self.tokenizer.pad_token_id, acc.device)
-                    logp, _, cols = score_tokens(model, batch["input_ids"], batch["attention_mask"],
-                                                 batch["mask"], cfg.temperature)
+                    logp, _, cols, *value = score_tokens(
+                        model, batch["input_ids"], batch["attention_mask"], batch["mask"],
+                        cfg.temperature, with_value=with_value)
                     for i, row in enumerate(chunk):
-                        full = np.zeros(len(row["input_ids"]), dtype=np.float32)
-                        keep = cols < len(row["input_ids"])
-                        full[cols[keep].cpu().numpy()] = logp[i, keep].float().cpu().numpy()
-                        row[key] = full
+                        if key != "old_logprobs" or cfg.recompute_old_logprobs:
+                            row[key] = _at_columns(logp[i], cols, len(row["input_ids"]))
+                        if value:
+                            row["old_values"] = _at_columns(value[0][i], cols, len(row["input_ids"]))
 
     @contextlib.contextmanager
     def _reference(self):
@@ -369,27 +394,36 @@ def token_rows(episodes, turn_advantages) -> list[dict[str, Any]]:
     return rows
 
 
+_PER_TOKEN = ("advantages", "old_logprobs", "ref_logprobs", "old_values", "returns")
+
+
 def collate(rows: list[dict[str, Any]], pad_token_id: int, device) -> dict[str, torch.Tensor]:
-    """Right-pad episode rows into (B, L) tensors: ids, attention mask, loss mask, advantages,
-    old (and reference) log-probs."""
+    """Right-pad episode rows into (B, L) tensors: ids, attention mask, loss mask, and the
+    per-token floats the rows hold (advantages, old and reference log-probs; ppo: old values and
+    returns)."""
     width = max(len(r["input_ids"]) for r in rows)
     out = {"input_ids": torch.full((len(rows), width), pad_token_id, dtype=torch.long),
            "attention_mask": torch.zeros((len(rows), width), dtype=torch.long),
-           "mask": torch.zeros((len(rows), width), dtype=torch.bool),
-           "advantages": torch.zeros((len(rows), width), dtype=torch.float32),
-           "old_logprobs": torch.zeros((len(rows), width), dtype=torch.float32)}
-    if "ref_logprobs" in rows[0]:
-        out["ref_logprobs"] = torch.zeros((len(rows), width), dtype=torch.float32)
+           "mask": torch.zeros((len(rows), width), dtype=torch.bool)}
+    floats = [k for k in _PER_TOKEN if k in rows[0]]
+    for key in floats:
+        out[key] = torch.zeros((len(rows), width), dtype=torch.float32)
     for i, r in enumerate(rows):
         n = len(r["input_ids"])
         out["input_ids"][i, :n] = torch.as_tensor(r["input_ids"], dtype=torch.long)
         out["attention_mask"][i, :n] = 1
         out["mask"][i, :n] = torch.as_tensor(r["mask"], dtype=torch.bool)
-        out["advantages"][i, :n] = torch.as_tensor(r["advantages"], dtype=torch.float32)
-        out["old_logprobs"][i, :n] = torch.as_tensor(r["old_logprobs"], dtype=torch.float32)
-        if "ref_logprobs" in out:
-            out["ref_logprobs"][i, :n] = torch.as_tensor(r["ref_logprobs"], dtype=torch.float32)
+        for key in floats:
+            out[key][i, :n] = torch.as_tensor(r[key], dtype=torch.float32)
     return {k: v.to(device) for k, v in out.items()}
+
+
+def _at_columns(x: torch.Tensor, cols: torch.Tensor, length: int) -> np.ndarray:
+    """Scores at token columns ``cols`` (K,) spread over a row of ``length`` tokens (0 elsewhere)."""
+    full = np.zeros(length, dtype=np.float32)
+    keep = cols < length
+    full[cols[keep].cpu().numpy()] = x[keep].float().cpu().numpy()
+    return full
 
 
 def _mean_over_processes(acc, value: float) -> float:
