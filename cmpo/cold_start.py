@@ -70,21 +70,55 @@ def demonstration_mix(episodes: int, *, generous_share: float = 2 / 3, env_id: s
     return rows
 
 
-def train_cold_start(out_dir: str | Path, *, work_dir: str | Path, episodes: int = 240,
-                     epochs: float = 3.0, learning_rate: float = 2e-3, generous_share: float = 2 / 3,
-                     hidden: int = 128, layers: int = 2, seed: int = 0) -> Path:
-    """Build the base model, write the demonstrations and fine-tune with ``cmpo.sft``; the model
-    folder is ``out_dir`` (written last, so its presence means the cold start is complete)."""
-    from cmpo.sft import SFTScriptArguments, train, write_dataset
+def train_cold_start(run_dir: str | Path, *, episodes: int = 240, epochs: float = 6.0,
+                     learning_rate: float = 3e-3, generous_share: float = 2 / 3, hidden: int = 128,
+                     layers: int = 2, seed: int = 0) -> Path:
+    """Build the base model (``run_dir/base-model``), write the demonstrations
+    (``run_dir/demonstrations.jsonl``) and fine-tune with ``cmpo.sft``; returns the model folder
+    ``run_dir/final``, which appears only once complete (an existing one is returned as is)."""
     from trl import SFTConfig
 
-    work = Path(work_dir)
-    base = build_base_model(work / "base-model", hidden=hidden, layers=layers, seed=seed)
-    data = work / "demonstrations.jsonl"
+    from cmpo.sft import SFTScriptArguments, train, write_dataset
+
+    run = Path(run_dir)
+    final = run / "final"
+    if (final / "config.json").is_file():
+        return final
+    base = build_base_model(run / "base-model", hidden=hidden, layers=layers, seed=seed)
+    data = run / "demonstrations.jsonl"
     write_dataset(demonstration_mix(episodes, generous_share=generous_share, seed=seed), data)
-    args = SFTConfig(output_dir=str(out_dir), num_train_epochs=epochs, per_device_train_batch_size=8,
+    partial = run / "final.partial"
+    args = SFTConfig(output_dir=str(partial), num_train_epochs=epochs, per_device_train_batch_size=8,
                      learning_rate=learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05,
                      max_length=2048, logging_steps=10, save_strategy="no", report_to="none",
                      assistant_only_loss=True, use_cpu=True, bf16=False, seed=seed,
-                     gradient_checkpointing=False, disable_tqdm=True)
-    return train(SFTScriptArguments(dataset=str(data), model_name_or_path=str(base)), args)
+                     gradient_checkpointing=False)
+    train(SFTScriptArguments(dataset=str(data), model_name_or_path=str(base)), args)
+    partial.replace(final)
+    return final
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m cmpo.cold_start", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", help="folder of the cold start; the model is written to RUN_DIR/final")
+    parser.add_argument("--episodes", type=int, default=240, help="demonstration dialogues (default 240)")
+    parser.add_argument("--epochs", type=float, default=6.0, help="SFT epochs (default 6)")
+    parser.add_argument("--generous-share", type=float, default=2 / 3,
+                        help="share of sop-generous dialogues (default 2/3; the rest sop-frugal)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    args = parser.parse_args(argv)
+    if args.episodes < 1 or args.epochs <= 0:
+        parser.error("--episodes must be >= 1 and --epochs > 0")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    out = train_cold_start(args.run_dir, episodes=args.episodes, epochs=args.epochs,
+                           generous_share=args.generous_share, seed=args.seed)
+    print(f"cold-start model written to {out}")
+
+
+if __name__ == "__main__":
+    main()

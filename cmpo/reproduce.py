@@ -80,12 +80,7 @@ def available_variants() -> list[str]:
 def cold_start(out: Path, s: Settings, seed: int) -> Path:
     from cmpo.cold_start import train_cold_start
 
-    final = out / "cold-start" / "final"
-    if not (final / "config.json").is_file():
-        tmp = out / "cold-start" / "final.partial"
-        train_cold_start(tmp, work_dir=out / "cold-start", episodes=s.demos, epochs=s.sft_epochs, seed=seed)
-        tmp.replace(final)
-    return final
+    return train_cold_start(out / "cold-start", episodes=s.demos, epochs=s.sft_epochs, seed=seed)
 
 
 def train_variant(out: Path, name: str, start: Path, s: Settings, seed: int, disable_tqdm: bool) -> Path:
