@@ -51,19 +51,20 @@ class Settings:
 
     demos: int = 240            # cold-start demonstrations
     sft_epochs: float = 6.0
-    steps: int = 24             # RL steps per variant
+    steps: int = 30             # RL steps per variant
     seeds: int = 3              # test seeds (x 80 users)
     users: int = 80
 
 
 FULL = Settings()
-QUICK = Settings(demos=240, sft_epochs=6.0, steps=10, seeds=1)
+QUICK = Settings(demos=160, sft_epochs=5.0, steps=16, seeds=1)
 
 #: The RL run every variant shares (temperature: the sampling temperature of training and test).
 BASE_CONFIG: dict[str, Any] = dict(
     env_id="FDS-Hard-v0", env_kwargs={"split": "train", "process_judge": "rule"}, max_seq_len=2048,
     group_size=4, groups_per_step=4, max_new_tokens=80, temperature=0.5,
-    learning_rate=5e-4, lr_scheduler_type="constant", warmup_ratio=0.0, micro_batch_size=8,
+    learning_rate=3e-4, lr_scheduler_type="constant_with_warmup", warmup_ratio=0.15, beta=0.5,
+    num_epochs=2, num_mini_batches=2, micro_batch_size=8,
     cost_limit=BUDGET, pid_kp=2.0, pid_ki=0.3, pid_kd=0.0, lagrangian_lr=0.3, fixed_lambda=1.0,
     save_steps=4, save_total_limit=1, report_to=["none"], plot=False, log_dialogues=1, bf16=False,
 )
@@ -169,6 +170,8 @@ def whom_ratio(result: dict[str, Any]) -> float:
     """V-Rate on incentive-open + preference-learning users over that on feedback-oriented + rigid
     users (inf when the latter is 0 and the former is not)."""
     bd = result["by_demand"]
+    if any(d not in bd for d in ("incentive_open", "preference_learning", "feedback_oriented", "rigid_pursuit")):
+        return float("nan")  # too few test users to have every demand type
     pay = (bd["incentive_open"]["v_rate"] + bd["preference_learning"]["v_rate"]) / 2
     waste = (bd["feedback_oriented"]["v_rate"] + bd["rigid_pursuit"]["v_rate"]) / 2
     return float("inf") if waste == 0 and pay > 0 else (pay / waste if waste else float("nan"))
@@ -216,6 +219,7 @@ def checks(results: dict[str, dict[str, Any]], curves: dict[str, dict[str, list[
 # -- report -------------------------------------------------------------------------------------
 def _row(name: str, r: dict[str, Any]) -> str:
     demand = " | ".join(f"{r['by_demand'][d]['v_rate']:.0f} / {r['by_demand'][d]['sat']:.2f}"
+                        if d in r["by_demand"] else "–"
                         for d in ("incentive_open", "preference_learning", "feedback_oriented", "rigid_pursuit"))
     return f"| {name} | {r['sat']:.2f} ± {r['sat_std']:.2f} | {r['fr']:.1f} | {r['v_rate']:.1f} | {demand} |"
 
@@ -290,6 +294,10 @@ def main(argv: list[str] | None = None) -> None:
                                                              f"{QUICK.steps} steps, {QUICK.seeds} test seed")
     parser.add_argument("--variants", default=None, help="comma-separated subset of the variants")
     parser.add_argument("--steps", type=int, default=None, help="RL steps per variant (override)")
+    parser.add_argument("--demos", type=int, default=None, help="cold-start demonstrations (override)")
+    parser.add_argument("--sft-epochs", type=float, default=None, help="cold-start SFT epochs (override)")
+    parser.add_argument("--users", type=int, default=None, help="test users per seed (override, <= 80)")
+    parser.add_argument("--seeds", type=int, default=None, help="test seeds (override)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1 is fastest on a shared 2-core machine, see benchmarks/README.md)")
@@ -300,10 +308,14 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     s = QUICK if args.quick else FULL
-    if args.steps is not None:
-        if args.steps < 1:
-            parser.error("--steps must be >= 1")
-        s = Settings(**{**vars(s), "steps": args.steps})
+    overrides = {"steps": args.steps, "demos": args.demos, "sft_epochs": args.sft_epochs,
+                 "users": args.users, "seeds": args.seeds}
+    for key, value in overrides.items():
+        if value is not None and value <= 0:
+            parser.error(f"--{key.replace('_', '-')} must be > 0, got {value}")
+    if args.users is not None and args.users > 80:
+        parser.error("--users must be <= 80 (the test split's users)")
+    s = Settings(**{**vars(s), **{k: v for k, v in overrides.items() if v is not None}})
     known = available_variants()
     names = list(QUICK_VARIANTS) if args.quick else known
     if args.variants:
