@@ -30,7 +30,7 @@ SHRINK = {
     "cmpo.train": SMALL_TRAIN,
     "cmpo.reproduce": ["--steps", "1", "--demos", "6", "--sft-epochs", "1", "--users", "2", "--seeds", "1"],
     "cmpo.sft data": ["--episodes", "4"],
-    "cmpo.sft train": ["--max_steps", "1", "--max_length", "512", "--gradient_checkpointing", "false"],
+    "cmpo.sft train": ["--max_steps", "1", "--gradient_checkpointing", "false"],
     "cmpo.tiny_model": [],
 }
 
