@@ -55,7 +55,7 @@ def play_test_split(model, tokenizer, *, env_id: str = "FDS-Hard-v0", users: int
                                         prompt_length=len(prompt), messages=messages))
                 envs.append(env)
 
-            def on_turn(i: int, gen) -> list[int] | None:
+            def on_turn(i: int, gen, episodes=episodes, envs=envs) -> list[int] | None:
                 more = collector._agent_turn(episodes[i], envs[i], gen)
                 return list(episodes[i].token_ids) if more else None
 

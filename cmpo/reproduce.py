@@ -60,14 +60,14 @@ FULL = Settings()
 QUICK = Settings(demos=160, sft_epochs=5.0, steps=16, seeds=1)
 
 #: The RL run every variant shares (temperature: the sampling temperature of training and test).
-BASE_CONFIG: dict[str, Any] = dict(
-    env_id="FDS-Hard-v0", env_kwargs={"split": "train", "process_judge": "rule"}, max_seq_len=2048,
-    group_size=4, groups_per_step=4, max_new_tokens=80, temperature=0.5,
-    learning_rate=3e-4, lr_scheduler_type="constant_with_warmup", warmup_ratio=0.15, beta=0.5,
-    num_epochs=2, num_mini_batches=2, micro_batch_size=8,
-    cost_limit=BUDGET, pid_kp=2.0, pid_ki=0.3, pid_kd=0.0, lagrangian_lr=0.3, fixed_lambda=1.0,
-    save_steps=4, save_total_limit=1, report_to=["none"], plot=False, log_dialogues=1, bf16=False,
-)
+BASE_CONFIG: dict[str, Any] = {
+    "env_id": "FDS-Hard-v0", "env_kwargs": {"split": "train", "process_judge": "rule"}, "max_seq_len": 2048,
+    "group_size": 4, "groups_per_step": 4, "max_new_tokens": 80, "temperature": 0.5,
+    "learning_rate": 3e-4, "lr_scheduler_type": "constant_with_warmup", "warmup_ratio": 0.15, "beta": 0.5,
+    "num_epochs": 2, "num_mini_batches": 2, "micro_batch_size": 8,
+    "cost_limit": BUDGET, "pid_kp": 2.0, "pid_ki": 0.3, "pid_kd": 0.0, "lagrangian_lr": 0.3, "fixed_lambda": 1.0,
+    "save_steps": 4, "save_total_limit": 1, "report_to": ["none"], "plot": False, "log_dialogues": 1, "bf16": False,
+}
 
 
 def available_variants() -> list[str]:
@@ -228,12 +228,12 @@ def write_report(out: Path, results: dict[str, dict[str, Any]], references: dict
                  curves: dict[str, dict[str, list[float]]], s: Settings, wall: dict[str, float]) -> None:
     lines = [
         "# CMPO reproduction at CPU scale", "",
-        f"FDS-Hard-v0 test split, {s.users} users x {s.seeds} seed(s), embedded persona simulator; "
-        f"policies sampled at temperature {BASE_CONFIG['temperature']}. Every variant: {s.steps} steps "
-        f"of {BASE_CONFIG['groups_per_step']} x {BASE_CONFIG['group_size']} train-split episodes from "
-        f"the same cold start and seed. Budget d = {BUDGET:.2f}.", "",
-        "| policy | Sat | FR % | V-Rate % | V-Rate % / Sat: incentive-open | preference-learning | "
-        "feedback-oriented | rigid |",
+        (f"FDS-Hard-v0 test split, {s.users} users x {s.seeds} seed(s), embedded persona simulator; "
+         f"policies sampled at temperature {BASE_CONFIG['temperature']}. Every variant: {s.steps} steps "
+         f"of {BASE_CONFIG['groups_per_step']} x {BASE_CONFIG['group_size']} train-split episodes from "
+         f"the same cold start and seed. Budget d = {BUDGET:.2f}."), "",
+        ("| policy | Sat | FR % | V-Rate % | V-Rate % / Sat: incentive-open | preference-learning | "
+         "feedback-oriented | rigid |"),
         "|---|---|---|---|---|---|---|---|",
     ]
     lines += [_row(n, r) for n, r in references.items()]

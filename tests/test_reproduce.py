@@ -38,7 +38,12 @@ def test_generous_script_issues_the_voucher_on_its_third_turn_and_frugal_never(u
 
 
 def test_frugal_script_answers_the_demand_it_reads():
-    from interactcs_gym.agents.sop_generous import ESCALATE_REFUND, NOT_ELIGIBLE, REPORT_ONLY, FrugalSOPAgent
+    from interactcs_gym.agents.sop_generous import (
+        ESCALATE_REFUND,
+        NOT_ELIGIBLE,
+        REPORT_ONLY,
+        FrugalSOPAgent,
+    )
 
     agent = FrugalSOPAgent()
     cases = {"Please just report it to the restaurant.": REPORT_ONLY,
