@@ -172,6 +172,9 @@ class CMPOConfig:
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay."))
     adam_beta1: float = field(default=0.9, metadata=_help("AdamW beta1."))
     adam_beta2: float = field(default=0.999, metadata=_help("AdamW beta2."))
+    adam_epsilon: float = field(default=1e-8, metadata=_help(
+        "AdamW epsilon; larger values keep parameters with tiny gradients (e.g. of near-certain "
+        "format tokens) from taking full-size steps."))
     max_grad_norm: float = field(default=1.0, metadata=_help("Gradient clipping norm (0 = off)."))
     num_epochs: int = field(default=1, metadata=_help("Passes over each step's episodes (PPO epochs)."))
     num_mini_batches: int = field(default=1, metadata=_help("Optimiser steps per pass over a step's episodes."))
@@ -213,7 +216,7 @@ class CMPOConfig:
         _non_negative(self, "generation_batch_size", "top_k", "save_steps", "log_dialogues",
                       "cost_limit", "lambda_init", "pid_kp", "pid_ki", "pid_kd", "lagrangian_lr",
                       "fixed_lambda", "epsilon_low", "epsilon_high", "beta", "learning_rate",
-                      "weight_decay", "max_grad_norm", "vf_coef", "kl_coef")
+                      "weight_decay", "max_grad_norm", "vf_coef", "kl_coef", "adam_epsilon")
         if self.group_size < 2 and self.estimator != "ppo":  # cmpo, grpo, capo are group-relative
             raise ValueError(f"group_size must be >= 2 with the {self.estimator!r} estimator: it normalises "
                              "each rollout against the others of its group, so a group of 1 has no "

@@ -62,7 +62,11 @@ def load_reference(cfg: CMPOConfig, accelerator):
         from cmpo.compat import prepare_deepspeed_reference
 
         return prepare_deepspeed_reference(ref, accelerator)
-    return accelerator.prepare_model(ref, evaluation_mode=True)
+    if accelerator.distributed_type == "FSDP":  # sharded like the policy (then also checkpointed)
+        return accelerator.prepare_model(ref, evaluation_mode=True)
+    # Not through accelerator.prepare: a prepared model is saved in every checkpoint, and the frozen
+    # reference (prepared first) would take model.safetensors and push the policy to model_1.
+    return ref.to(accelerator.device)
 
 
 def score_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,

@@ -91,7 +91,7 @@ class CMPOTrainer:
         else:
             params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                      betas=(cfg.adam_beta1, cfg.adam_beta2))
+                                      betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
         total_updates = cfg.max_steps * cfg.num_epochs * cfg.num_mini_batches
         self.scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer,
                                        num_warmup_steps=math.ceil(cfg.warmup_ratio * total_updates),

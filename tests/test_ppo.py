@@ -227,7 +227,7 @@ def _cli(model_dir, out, *extra):
            "--env_kwargs", '{"split": "train", "process_judge": "rule", "max_turns": 2}',
            "--group_size", "1", "--groups_per_step", "2", "--max_new_tokens", "16", "--micro_batch_size", "1",
            "--num_mini_batches", "2", "--lr_scheduler_type", "constant", "--warmup_ratio", "0",
-           "--value_head_learning_rate", "0.01", "--save_steps", "1", "--report_to", "none",
+           "--value_head_learning_rate", "0.01", "--beta", "0", "--save_steps", "1", "--report_to", "none",
            "--plot", "false", "--disable_tqdm", "true", *extra]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]

@@ -114,8 +114,11 @@ def test_kl_to_reference_model(tmp_path, tiny_model_dir, use_peft):
 
     cfg = _config(tmp_path, tiny_model_dir, beta=0.1, use_peft=use_peft, lora_r=4, lora_alpha=8,
                   learning_rate=1e-2, warmup_ratio=0.0, recompute_old_logprobs=True, report_to=["none"], plot=False,
-                  save_steps=0)
+                  save_steps=2)
     records = CMPOTrainer(cfg).train()
+    # the frozen reference is no part of a checkpoint: the policy alone is model.safetensors
+    saved = sorted(p.name for p in (tmp_path / "run" / "checkpoint-2").glob("model*.safetensors"))
+    assert saved == ["model.safetensors"]
     # step 1: the policy is the reference; step 2: it has moved away from it
     assert records[0]["loss/kl_ref"] == pytest.approx(0.0, abs=1e-6)
     assert records[1]["loss/kl_ref"] > 1e-6

@@ -13,6 +13,9 @@ AGENTS: dict[str, str] = {
     "always-voucher": "interactcs_gym.fds.fixed_agents:AlwaysVoucherAgent",
     "never-voucher": "interactcs_gym.fds.fixed_agents:NeverVoucherAgent",
     "random": "interactcs_gym.fds.fixed_agents:RandomAgent",
+    "sop-generous": "interactcs_gym.fds.demo_agents:GenerousSOPAgent",
+    "sop-frugal": "interactcs_gym.fds.demo_agents:FrugalSOPAgent",
+    "policy": "interactcs_gym.agents.policy:PolicyAgent",
     "llm": "interactcs_gym.agents.llm:LLMAgent",
 }
 
