@@ -143,7 +143,10 @@ def test_cmpo_trains_in_server_mode_through_the_cli(server, vllm_model_dir, tmp_
            "--model_name_or_path", vllm_model_dir, "--output_dir", str(out),
            "--max_steps", "2", "--warmup_ratio", "0", "--learning_rate", "1e-3",
            "--lr_scheduler_type", "constant", "--max_new_tokens", "24", "--max_seq_len", "2048",
-           "--report_to", "none", "--plot", "false", "--disable_tqdm", "true", "--save_steps", "0"]
+           "--report_to", "none", "--plot", "false", "--disable_tqdm", "true", "--save_steps", "0",
+           # one update per step, so step 2's approx-KL compares the engine's rollout log-probs with
+           # the synced training model before any further update (the example does 2 x 2)
+           "--num_epochs", "1", "--num_mini_batches", "1", "--beta", "0"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
                           env=dict(os.environ, PYTHONPATH=os.getcwd()))
     assert proc.returncode == 0, proc.stderr[-4000:]
