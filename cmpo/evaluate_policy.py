@@ -8,8 +8,9 @@ turn in one generation call), the way training rollouts do; sampling is seeded b
 
     python -m cmpo.evaluate_policy runs/x/final --env FDS-Hard-v0 --users 80 --seeds 3 [--greedy]
 
-(The same model plays one episode at a time in the evaluation CLI as
-``--agent policy --agent-kwargs '{"model": "runs/x/final"}'``.)
+(The evaluation CLI plays the same model too, batched, with its results file, resume and report:
+``--agent policy --agent-kwargs '{"model": "runs/x/final"}' --batch-size 32``; its agent seeds
+follow the CLI's convention, so sampled turns differ from this module's.)
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from interactcs_gym.core import untrusted
-from interactcs_gym.evaluation.runner import (DEFAULT_MAX_BACKEND_FAILURES, DEFAULT_MAX_STEPS,
-                                              EvaluationError, evaluate)
+from interactcs_gym.evaluation.runner import (DEFAULT_BATCH_SIZE, DEFAULT_MAX_BACKEND_FAILURES,
+                                              DEFAULT_MAX_STEPS, EvaluationError, evaluate)
 from interactcs_gym.evaluation.store import ResultsFileError
 
 
@@ -124,6 +124,10 @@ def make_parser() -> argparse.ArgumentParser:
                    default=DEFAULT_MAX_BACKEND_FAILURES,
                    help="stop the run (exit status 3) after this many episodes in a row failed "
                         "because a chat back-end (LLM server) kept failing; rerun to resume")
+    p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
+                   help="episodes played in lockstep (one env each, one act_batch call per turn) "
+                        "by an agent with act_batch, e.g. policy; 1 = one episode at a time; "
+                        "agents without act_batch always play one at a time")
     p.add_argument("--max-steps", type=positive_int, default=DEFAULT_MAX_STEPS,
                    help="safety bound on env steps per episode")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -218,7 +222,7 @@ def _run(args: argparse.Namespace) -> int:
                       quality_judge_kwargs=args.quality_judge_kwargs, base_seed=args.base_seed,
                       metric_family=args.metric_family, add_run=args.add_run,
                       retry_errors=args.retry_errors, progress=not args.no_progress,
-                      max_steps=args.max_steps,
+                      max_steps=args.max_steps, batch_size=args.batch_size,
                       max_backend_failures=args.max_backend_failures)
     if result.report_markdown and not args.quiet:
         print(result.report_markdown)

@@ -74,6 +74,107 @@ def _turn_entry(info: Mapping[str, Any], reward: float) -> dict[str, Any]:
     return entry
 
 
+class EpisodePlay:
+    """One episode's state, stepped from outside: what :func:`play_episode` and the batched
+    evaluation (:func:`play_episodes_batched`) share. ``begin`` resets the env, ``step(action)``
+    checks the action and steps the env, ``fail`` records an error of the agent, ``record`` returns
+    the episode record; ``done`` says whether the episode is over (ended or failed)."""
+
+    def __init__(self, env: Any, *, seed: int | None, options: Mapping[str, Any] | None = None,
+                 max_steps: int = DEFAULT_MAX_STEPS, step_times: list[float] | None = None) -> None:
+        self.env, self.seed, self.options = env, seed, options
+        self.max_steps, self.step_times = max_steps, step_times
+        self.started_at, self.t0 = utc_now(), time.perf_counter()
+        self.agent_s = self.env_s = 0.0
+        self.status, self.error, self.info = STATUS_OK, None, {}
+        self.obs: Any = None
+        self.per_turn: list[dict[str, Any]] = []
+        self.total_reward, self.final_reward = 0.0, None
+        self.terminated = self.truncated = False
+        self.messages: list[dict[str, Any]] = []
+        self.steps = 0
+
+    @property
+    def done(self) -> bool:
+        return self.status != STATUS_OK or self.terminated or self.truncated
+
+    def begin(self, agent: Any = None, agent_seed: int | None = None) -> None:
+        """``env.reset(seed, options)``, then ``agent.reset(seed=agent_seed)`` when ``agent`` is given."""
+        try:
+            t = time.perf_counter()
+            self.obs, self.info = self.env.reset(seed=self.seed,
+                                                 options=None if self.options is None else dict(self.options))
+            self.env_s += time.perf_counter() - t
+        except Exception as exc:
+            self.status, self.error = _failure_status(exc, STATUS_ENV_ERROR), _error(exc, "reset", 0)
+        if self.status == STATUS_OK and agent is not None:
+            try:
+                _reset_agent(agent, self.seed if agent_seed is None else agent_seed)
+            except Exception as exc:
+                self.status, self.error = STATUS_AGENT_ERROR, _error(exc, "agent.reset", 0)
+        self.messages = (list(self.info.get("messages") or [])
+                         or ([{"role": "user", "content": self.obs}] if self.status == STATUS_OK else []))
+
+    def fail(self, exc: BaseException, phase: str = "agent.act") -> None:
+        """The agent raised while choosing the next turn: the episode ends as an agent error."""
+        self.status = _failure_status(exc, STATUS_AGENT_ERROR)
+        self.error = _error(exc, phase, self.steps + 1)
+
+    def step(self, action: Any) -> None:
+        """Play the agent's ``action`` (a non-``str`` is an agent error) and record the step."""
+        if not isinstance(action, str):
+            self.status = STATUS_AGENT_ERROR
+            self.error = {"phase": "agent.act", "turn": self.steps + 1, "type": "TypeError",
+                          "message": f"act() returned {type(action).__name__} ({action!r:.200}), expected str",
+                          "traceback": None}
+            return
+        t = time.perf_counter()
+        try:
+            obs, reward, self.terminated, self.truncated, info = self.env.step(action)
+        except Exception as exc:
+            self.status = _failure_status(exc, STATUS_ENV_ERROR)
+            self.error = _error(exc, "step", self.steps + 1)
+            return
+        finally:
+            elapsed = time.perf_counter() - t
+            self.env_s += elapsed
+            if self.step_times is not None:
+                self.step_times.append(elapsed)
+        self.obs, self.info = obs, info
+        self.steps += 1
+        self.final_reward = float(reward)
+        self.total_reward += self.final_reward
+        self.per_turn.append(_turn_entry(info, self.final_reward))
+        # An env without info["messages"]: the dialogue is rebuilt from actions and observations.
+        self.messages = list(info.get("messages") or []) or [
+            *self.messages, {"role": "assistant", "content": action}, {"role": "user", "content": obs}]
+        if not (self.terminated or self.truncated) and self.steps >= self.max_steps:
+            self.status = STATUS_ENV_ERROR
+            self.error = {"phase": "step", "turn": self.steps, "type": "EpisodeTooLong",
+                          "message": f"the episode did not end after {self.max_steps} steps (--max-steps)",
+                          "traceback": None}
+
+    def record(self) -> dict[str, Any]:
+        """The episode record described in the module docstring."""
+        info = self.info
+        return {
+            "status": self.status,
+            "error": self.error,
+            "terminated": bool(self.terminated),
+            "truncated": bool(self.truncated),
+            "turns": len(self.per_turn),
+            "return": self.total_reward,
+            "final_reward": self.final_reward,
+            "cost_total": float(info.get("cost_total", 0.0) or 0.0),
+            "termination_reason": info.get("termination_reason"),
+            "final_info": {k: v for k, v in info.items() if k != "messages"},
+            "per_turn": self.per_turn,
+            "messages": self.messages,
+            "timing": {"started_at": self.started_at, "wall_s": time.perf_counter() - self.t0,
+                       "agent_s": self.agent_s, "env_s": self.env_s},
+        }
+
+
 def play_episode(env: Any, agent: Any, *, seed: int | None, options: Mapping[str, Any] | None = None,
                  agent_seed: int | None = None, max_steps: int = DEFAULT_MAX_STEPS,
                  stop_after: int | None = None,
@@ -85,82 +186,52 @@ def play_episode(env: Any, agent: Any, *, seed: int | None, options: Mapping[str
     need only its beginning). ``step_times``: when a list, each ``env.step``'s wall time is appended.
     Returns the episode record described in the module docstring.
     """
-    started_at, t0 = utc_now(), time.perf_counter()
-    agent_s = env_s = 0.0
-    status, error, info = STATUS_OK, None, {}
-    per_turn: list[dict[str, Any]] = []
-    total_reward, final_reward = 0.0, None
-    terminated = truncated = False
+    play = EpisodePlay(env, seed=seed, options=options, max_steps=max_steps, step_times=step_times)
+    play.begin(agent, agent_seed)
+    while not play.done and (stop_after is None or play.steps < stop_after):
+        t = time.perf_counter()
+        try:
+            action = agent.act(play.obs, play.info)
+        except Exception as exc:
+            play.fail(exc)
+            break
+        finally:
+            play.agent_s += time.perf_counter() - t
+        play.step(action)
+    return play.record()
 
+
+def can_act_batch(agent: Any) -> bool:
+    """Whether ``agent`` has ``act_batch(observations, infos, *, seeds)`` (the seeds keyword is what
+    keeps each episode's agent seed on the batched path; see :class:`~interactcs_gym.core.agent.Agent`)."""
+    act_batch = getattr(agent, "act_batch", None)
+    if not callable(act_batch):
+        return False
     try:
-        t = time.perf_counter()
-        obs, info = env.reset(seed=seed, options=None if options is None else dict(options))
-        env_s += time.perf_counter() - t
+        params = inspect.signature(act_batch).parameters
+    except (TypeError, ValueError):
+        return False
+    return "seeds" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def act_batch_step(agent: Any, plays: list[EpisodePlay], seeds: list[int]) -> None:
+    """One lockstep turn of the episodes ``plays`` (none done): one ``agent.act_batch`` call for all
+    of them, then each env steps on its row's action. ``act_batch`` raising, or returning other than
+    a list of ``len(plays)`` items, is an agent error of every episode of the call; an env raising
+    ends only its own episode. ``seeds``: the episodes' agent seeds (``act_batch(..., seeds=)``)."""
+    t = time.perf_counter()
+    try:
+        actions = agent.act_batch([p.obs for p in plays], [p.info for p in plays], seeds=list(seeds))
+        if not isinstance(actions, (list, tuple)) or len(actions) != len(plays):
+            raise TypeError(f"act_batch() returned {type(actions).__name__} "
+                            f"({actions!r:.200}), expected a list of {len(plays)} str")
     except Exception as exc:
-        status, error = _failure_status(exc, STATUS_ENV_ERROR), _error(exc, "reset", 0)
-    if status == STATUS_OK:
-        try:
-            _reset_agent(agent, seed if agent_seed is None else agent_seed)
-        except Exception as exc:
-            status, error = STATUS_AGENT_ERROR, _error(exc, "agent.reset", 0)
-    messages = list(info.get("messages") or []) or ([{"role": "user", "content": obs}] if status == STATUS_OK else [])
-
-    steps = 0
-    while status == STATUS_OK and (stop_after is None or steps < stop_after):
-        t = time.perf_counter()
-        try:
-            action = agent.act(obs, info)
-        except Exception as exc:
-            status = _failure_status(exc, STATUS_AGENT_ERROR)
-            error = _error(exc, "agent.act", steps + 1)
-            break
-        finally:
-            agent_s += time.perf_counter() - t
-        if not isinstance(action, str):
-            status = STATUS_AGENT_ERROR
-            error = {"phase": "agent.act", "turn": steps + 1, "type": "TypeError",
-                     "message": f"act() returned {type(action).__name__} ({action!r:.200}), expected str",
-                     "traceback": None}
-            break
-        t = time.perf_counter()
-        try:
-            obs, reward, terminated, truncated, info = env.step(action)
-        except Exception as exc:
-            status, error = _failure_status(exc, STATUS_ENV_ERROR), _error(exc, "step", steps + 1)
-            break
-        finally:
-            elapsed = time.perf_counter() - t
-            env_s += elapsed
-            if step_times is not None:
-                step_times.append(elapsed)
-        steps += 1
-        final_reward = float(reward)
-        total_reward += final_reward
-        per_turn.append(_turn_entry(info, final_reward))
-        # An env without info["messages"]: the dialogue is rebuilt from actions and observations.
-        messages = list(info.get("messages") or []) or [*messages, {"role": "assistant", "content": action},
-                                                          {"role": "user", "content": obs}]
-        if terminated or truncated:
-            break
-        if steps >= max_steps:
-            status = STATUS_ENV_ERROR
-            error = {"phase": "step", "turn": steps, "type": "EpisodeTooLong",
-                     "message": f"the episode did not end after {max_steps} steps (--max-steps)",
-                     "traceback": None}
-
-    return {
-        "status": status,
-        "error": error,
-        "terminated": bool(terminated),
-        "truncated": bool(truncated),
-        "turns": len(per_turn),
-        "return": total_reward,
-        "final_reward": final_reward,
-        "cost_total": float(info.get("cost_total", 0.0) or 0.0),
-        "termination_reason": info.get("termination_reason"),
-        "final_info": {k: v for k, v in info.items() if k != "messages"},
-        "per_turn": per_turn,
-        "messages": messages,
-        "timing": {"started_at": started_at, "wall_s": time.perf_counter() - t0,
-                   "agent_s": agent_s, "env_s": env_s},
-    }
+        elapsed = time.perf_counter() - t
+        for play in plays:
+            play.agent_s += elapsed
+            play.fail(exc, "agent.act_batch")
+        return
+    elapsed = time.perf_counter() - t
+    for play, action in zip(plays, actions):
+        play.agent_s += elapsed
+        play.step(action)

@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -45,12 +45,15 @@ from interactcs_gym.evaluation.store import (
     latest_by_key,
     utc_now,
 )
-from interactcs_gym.evaluation.episode import DEFAULT_MAX_STEPS, play_episode
+from interactcs_gym.evaluation.episode import (DEFAULT_MAX_STEPS, EpisodePlay, act_batch_step,
+                                               can_act_batch, play_episode)
 
 #: Agent seed of episode (u, s) when the env selects users: (base_seed + s) * stride + u.
 AGENT_SEED_STRIDE = 100_003
 #: A run stops after this many back-end errors in a row (a dead server): rerunning resumes it.
 DEFAULT_MAX_BACKEND_FAILURES = 3
+#: Episodes played in lockstep by an agent with ``act_batch`` (``--batch-size``).
+DEFAULT_BATCH_SIZE = 32
 
 
 class EvaluationError(RuntimeError):
@@ -121,6 +124,15 @@ def run_episode(env: Any, agent: Any, *, user_index: int, seed_index: int, seed:
     agent_seed = seed if agent_seed is None else agent_seed
     played = play_episode(env, agent, seed=seed, options=options, agent_seed=agent_seed,
                           max_steps=max_steps)
+    return episode_record(played, user_index=user_index, seed_index=seed_index, seed=seed,
+                          agent_seed=agent_seed, use_user_index=use_user_index,
+                          quality_judge=quality_judge)
+
+
+def episode_record(played: dict[str, Any], *, user_index: int, seed_index: int, seed: int,
+                   agent_seed: int, use_user_index: bool, quality_judge: Any = None) -> dict[str, Any]:
+    """The record of episode (u, s) from its played episode (``play_episode``'s dict, consumed):
+    the keys, the played episode and the quality judge's scores of a finished dialogue."""
     quality, timing = None, played.pop("timing")
     timing["judge_s"] = 0.0
     if quality_judge is not None and played["status"] == STATUS_OK:
@@ -140,6 +152,50 @@ def run_episode(env: Any, agent: Any, *, user_index: int, seed_index: int, seed:
         "quality": quality,
         "timing": timing,
     }
+
+
+def run_episodes_batched(envs: list[Any], agent: Any, keys: list[tuple[int, int]], *, base_seed: int,
+                         use_user_index: bool = True, quality_judge: Any = None,
+                         max_steps: int = DEFAULT_MAX_STEPS) -> Iterator[dict[str, Any]]:
+    """Play the episodes ``keys`` in lockstep, ``len(envs)`` at a time, with ``agent.act_batch``;
+    yield each episode's record (as :func:`run_episode` returns it) as soon as it ends.
+
+    Env ``envs[i]`` plays slot i; a slot whose episode ends takes the next pending key, so the
+    rows of one ``act_batch`` call may be at different turns. Each episode is reset exactly as
+    :func:`run_episode` resets it (:func:`episode_seeds`); the agent is not ``reset`` per episode:
+    its rows' agent seeds go to ``act_batch(..., seeds=...)``.
+    """
+    pending = list(keys)[::-1]
+    slots: list[tuple[EpisodePlay, tuple[int, int, int, int]] | None] = [None] * len(envs)
+
+    def finish(play: EpisodePlay, meta: tuple[int, int, int, int]) -> dict[str, Any]:
+        u, s, env_seed, agent_seed = meta
+        return episode_record(play.record(), user_index=u, seed_index=s, seed=env_seed,
+                              agent_seed=agent_seed, use_user_index=use_user_index,
+                              quality_judge=quality_judge)
+
+    while True:
+        finished = []
+        for i, env in enumerate(envs):  # fill the free slots
+            while slots[i] is None and pending:
+                u, s = pending.pop()
+                env_seed, agent_seed = episode_seeds(base_seed, u, s, by_user_index=use_user_index)
+                play = EpisodePlay(env, seed=env_seed, max_steps=max_steps,
+                                   options={"user_index": int(u)} if use_user_index else None)
+                play.begin()
+                if play.done:
+                    finished.append(finish(play, (u, s, env_seed, agent_seed)))
+                else:
+                    slots[i] = (play, (u, s, env_seed, agent_seed))
+        yield from finished
+        active = [slot for slot in slots if slot is not None]
+        if not active:
+            return
+        act_batch_step(agent, [play for play, _ in active], [meta[3] for _, meta in active])
+        for i, slot in enumerate(slots):
+            if slot is not None and slot[0].done:
+                slots[i] = None
+                yield finish(*slot)
 
 
 # ---------------------------------------------------------------------------- building the pieces
@@ -288,7 +344,8 @@ def evaluate(env_id: str, agent: Any, *, users: int, seeds: int, out: str | Path
              base_seed: int = 0, metric_family: str | MetricFamily | None = None,
              add_run: bool = False, retry_errors: bool = False, progress: bool = True,
              max_steps: int = DEFAULT_MAX_STEPS, write_report: bool = True,
-             max_backend_failures: int = DEFAULT_MAX_BACKEND_FAILURES) -> EvaluationResult:
+             max_backend_failures: int = DEFAULT_MAX_BACKEND_FAILURES,
+             batch_size: int = DEFAULT_BATCH_SIZE) -> EvaluationResult:
     """Evaluate ``agent`` on ``env_id`` over ``users`` x ``seeds`` episodes, resuming ``out``.
 
     Episodes already recorded in ``out`` under the same config hash are skipped (with
@@ -296,6 +353,10 @@ def evaluate(env_id: str, agent: Any, *, users: int, seeds: int, out: str | Path
     episodes recorded as ``backend_error`` are always run again. After ``max_backend_failures``
     back-end errors in a row the run stops (``EvaluationResult.stopped`` says why): every finished
     episode is kept and rerunning the same command resumes once the server is back.
+
+    An agent with ``act_batch(observations, infos, *, seeds)`` plays ``batch_size`` episodes in
+    lockstep, one env per slot (:func:`run_episodes_batched`; same seeds and records, each appended
+    as soon as it ends); ``batch_size=1`` or any other agent plays one episode at a time.
     """
     from tqdm.auto import tqdm
 
@@ -303,6 +364,8 @@ def evaluate(env_id: str, agent: Any, *, users: int, seeds: int, out: str | Path
 
     if users < 1 or seeds < 1:
         raise EvaluationError(f"--users and --seeds must be >= 1, got {users} and {seeds}")
+    if batch_size < 1:
+        raise EvaluationError(f"--batch-size must be >= 1, got {batch_size}")
     env_kwargs, agent_kwargs = dict(env_kwargs or {}), dict(agent_kwargs or {})
     env = make_env(env_id, env_kwargs)
     try:
@@ -358,13 +421,23 @@ def evaluate(env_id: str, agent: Any, *, users: int, seeds: int, out: str | Path
             }))
             bar = tqdm(total=len(keys), initial=len(keys) - len(todo), unit="episode",
                        desc=f"{agent_spec} on {env_id}", disable=not progress, dynamic_ncols=True)
+            batched = batch_size > 1 and can_act_batch(agent_obj)
+            slot_envs = [env]
             try:
-                for u, s in todo:
-                    env_seed, agent_seed = episode_seeds(base_seed, u, s, by_user_index=use_user_index)
-                    record = run_episode(env, agent_obj, user_index=u, seed_index=s, seed=env_seed,
-                                         agent_seed=agent_seed, use_user_index=use_user_index,
-                                         quality_judge=judge,
-                                         max_steps=max_steps)
+                if batched:
+                    slot_envs += [make_env(env_id, env_kwargs) for _ in range(min(batch_size, len(todo)) - 1)]
+                    played = run_episodes_batched(slot_envs, agent_obj, todo, base_seed=base_seed,
+                                                  use_user_index=use_user_index,
+                                                  quality_judge=judge, max_steps=max_steps)
+                else:
+                    played = (run_episode(env, agent_obj, user_index=u, seed_index=s, seed=env_seed,
+                                          agent_seed=agent_seed, use_user_index=use_user_index,
+                                          quality_judge=judge, max_steps=max_steps)
+                              for u, s in todo
+                              for env_seed, agent_seed in [episode_seeds(base_seed, u, s,
+                                                                         by_user_index=use_user_index)])
+                for record in played:
+                    u, s = record["user_index"], record["seed_index"]
                     record = {"record": "episode", "schema": SCHEMA_VERSION,
                               "config_hash": config_hash, "env_id": env_id, "agent": agent_spec,
                               "metric_family": family_spec, **record}
@@ -385,6 +458,8 @@ def evaluate(env_id: str, agent: Any, *, users: int, seeds: int, out: str | Path
                 interrupted = True
             finally:
                 bar.close()
+                for extra in slot_envs[1:]:
+                    extra.close()
         finally:
             store.close()
     finally:
