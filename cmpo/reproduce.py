@@ -124,6 +124,7 @@ def reference_agents(s: Settings) -> dict[str, dict[str, Any]]:
 
     from cmpo.evaluate_policy import summarize
     from interactcs_gym.agents import load_agent
+    from interactcs_gym.evaluation import play_episode
 
     env = gym.make("FDS-Hard-v0")
     out = {}
@@ -131,12 +132,9 @@ def reference_agents(s: Settings) -> dict[str, dict[str, Any]]:
         agent, records = load_agent(name), []
         for seed in range(s.seeds):
             for user in range(s.users):
-                agent.reset(seed=seed * 100_003 + user)
-                obs, info = env.reset(seed=seed, options={"user_index": user})
-                done = False
-                while not done:
-                    obs, _, term, trunc, info = env.step(agent.act(obs, info))
-                    done = term or trunc
+                episode = play_episode(env, agent, seed=seed, options={"user_index": user},
+                                       agent_seed=seed * 100_003 + user)
+                info = episode["final_info"]
                 records.append({"user": user, "seed": seed, "sat": info["satisfaction"],
                                 "fr": info["finished_ok"], "voucher": info["voucher_issued"],
                                 "demand": info["task"]["demand_type"], "turns": info["turn"]})
