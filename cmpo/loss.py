@@ -35,6 +35,16 @@ def _check_tensor(name: str, x: torch.Tensor, shape: torch.Size, mask: torch.Ten
                          f"got {x.detach()[where].item()} at {name}{list(where)}")
 
 
+def token_count(valid: torch.Tensor, num_tokens: float | None) -> float:
+    """The token-mean's denominator: ``num_tokens`` when given (e.g. the whole mini-batch's agent
+    tokens on all processes), else the valid tokens of ``valid``; it must be finite and > 0."""
+    count = float(valid.sum()) if num_tokens is None else float(num_tokens)
+    if not math.isfinite(count) or count <= 0:
+        raise ValueError(f"the token count must be > 0 (num_tokens={num_tokens}, "
+                         f"valid tokens={int(valid.sum())})")
+    return count
+
+
 def clipped_surrogate_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor,
                            advantages: torch.Tensor, mask: torch.Tensor,
                            epsilon_low: float = 0.2, epsilon_high: float = 0.2,
@@ -78,10 +88,7 @@ def clipped_surrogate_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor,
         raise ValueError("beta > 0 needs ref_logprobs (the reference model's log-probs)")
     if ref_logprobs is not None:
         _check_tensor("ref_logprobs", ref_logprobs, logprobs.shape, valid)
-    count = float(valid.sum()) if num_tokens is None else float(num_tokens)
-    if not math.isfinite(count) or count <= 0:
-        raise ValueError(f"the token count must be > 0 (num_tokens={num_tokens}, "
-                         f"valid tokens={int(valid.sum())})")
+    count = token_count(valid, num_tokens)
 
     zero = torch.zeros((), dtype=logprobs.dtype, device=logprobs.device)
     logp = torch.where(valid, logprobs, zero)

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from cmpo.advantage import gae_advantages
+from cmpo.loss import token_count
 
 __all__ = ["PPOAdvantages", "clipped_value_loss", "masked_gae", "param_groups", "token_rewards",
            "whiten"]
@@ -140,10 +141,7 @@ def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: 
     if not math.isfinite(cliprange_value) or cliprange_value <= 0:
         raise ValueError(f"cliprange_value must be a finite number > 0, got {cliprange_value}")
     valid = mask.to(torch.bool)
-    count = float(valid.sum()) if num_tokens is None else float(num_tokens)
-    if not math.isfinite(count) or count <= 0:
-        raise ValueError(f"the token count must be > 0 (num_tokens={num_tokens}, "
-                         f"valid tokens={int(valid.sum())})")
+    count = token_count(valid, num_tokens)
     zero = torch.zeros((), dtype=values.dtype, device=values.device)
     v = torch.where(valid, values, zero)
     old = torch.where(valid, old_values.detach().to(values.dtype), zero)
