@@ -35,7 +35,7 @@ def play_test_split(model, tokenizer, *, env_id: str = "FDS-Hard-v0", users: int
     from tqdm.auto import tqdm
 
     from cmpo.engines import SamplingParams, make_engine, stop_token_ids_for
-    from cmpo.rollout import Episode, RolloutCollector, _messages
+    from cmpo.rollout import RolloutCollector
 
     sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, greedy=greedy,
                               stop_token_ids=stop_token_ids_for(tokenizer, getattr(model, "generation_config", None)))
@@ -46,23 +46,7 @@ def play_test_split(model, tokenizer, *, env_id: str = "FDS-Hard-v0", users: int
     try:
         for s in tqdm(range(seeds), desc=f"eval {env_id}", disable=not progress, leave=False):
             torch.manual_seed(s)
-            episodes, envs = [], []
-            for u in range(users):
-                env = collector._env(u)
-                obs, info = env.reset(seed=s, options={"user_index": u})
-                messages = _messages(info, obs, None)
-                prompt = collector.chat.opening(messages)
-                episodes.append(Episode(group=u, seed=s, token_ids=list(prompt), logprobs=[0.0] * len(prompt),
-                                        prompt_length=len(prompt), messages=messages))
-                envs.append(env)
-
-            def on_turn(i: int, gen, episodes=episodes, envs=envs) -> list[int] | None:
-                more = collector._agent_turn(episodes[i], envs[i], gen)
-                return list(episodes[i].token_ids) if more else None
-
-            with torch.no_grad():
-                engine.run_dialogues({i: list(ep.token_ids) for i, ep in enumerate(episodes)}, on_turn)
-            engine.clear_cache()
+            episodes = collector.collect([s] * users, options=[{"user_index": u} for u in range(users)])
             for u, ep in enumerate(episodes):
                 info = ep.final_info
                 records.append({"user": u, "seed": s, "sat": info.get("satisfaction"),

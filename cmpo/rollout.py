@@ -212,8 +212,11 @@ class RolloutCollector:
             env.close()
         self.envs = []
 
-    def collect(self, seeds: list[int]) -> list[Episode]:
-        """One group of G episodes per reset seed; episodes of a group are contiguous."""
+    def collect(self, seeds: list[int], options: list[dict[str, Any] | None] | None = None) -> list[Episode]:
+        """One group of G episodes per reset seed; episodes of a group are contiguous.
+        ``options``: the ``reset`` options of each group (e.g. ``{"user_index": u}``), else none."""
+        if options is not None and len(options) != len(seeds):
+            raise ValueError(f"options must give one entry per seed ({len(seeds)}), got {len(options)}")
         start_time = time.perf_counter()
         self.stats = RolloutStats()
         episodes: list[Episode] = []
@@ -222,7 +225,7 @@ class RolloutCollector:
             for _ in range(self.group_size):
                 env = self._env(len(envs))
                 t0 = time.perf_counter()
-                obs, info = env.reset(seed=int(seed))
+                obs, info = env.reset(seed=int(seed), options=None if options is None else options[g])
                 self.stats.env_s += time.perf_counter() - t0
                 messages = _messages(info, obs, None)
                 prompt = self.chat.opening(messages)
