@@ -4,9 +4,10 @@ sampled-token log-probs (rounded to 4 decimals) and turn spans.
 A refactoring of the rollout path (engine, cache, scheduler, collector) must leave it unchanged:
 run it before and after and compare. It depends on the torch / transformers versions and on the
 machine's kernels, so it is a before/after check on one machine, not a constant to test against.
-The tiny model's tokenizer is trained on the project's sources (``cmpo.tiny_model.project_corpus``),
-so any source change changes it: to compare two versions of the code, build the model once and
-pass the same ``--model-dir`` to both runs (it is built there when the folder does not exist)::
+The tiny model's tokenizer is trained on the suite's data files (``cmpo.tiny_model.data_corpus``),
+so a change of those data changes it: to compare two versions of the code safely, build the model
+once and pass the same ``--model-dir`` to both runs (it is built there when the folder does not
+exist)::
 
     python benchmarks/rollout_fingerprint.py --model-dir /tmp/fingerprint-model   # before the change
     python benchmarks/rollout_fingerprint.py --model-dir /tmp/fingerprint-model   # after it

@@ -1,4 +1,4 @@
-"""Build a tiny local chat model: a tokenizer trained on the project's own text, a chat template and
+"""Build a tiny local chat model: a tokenizer trained on the suite's data files, a chat template and
 a few-layer Qwen2 (or Llama) config with random weights, saved as an ordinary model folder.
 
 No weights are downloaded: tests, CPU examples and benchmarks use this folder wherever a real
@@ -23,6 +23,7 @@ import argparse
 import json
 from importlib import resources
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 #: ChatML, as Qwen2.5 uses it; ``{% generation %}`` marks the assistant tokens so that TRL's
@@ -41,20 +42,26 @@ CHAT_TEMPLATE = (
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
-def project_corpus() -> list[str]:
-    """The project's own text (sources and data files of both packages), in a stable order."""
-    texts: list[str] = []
-    for pkg in ("interactcs_gym", "cmpo"):
-        root = Path(str(resources.files(pkg)))
-        for path in sorted(root.rglob("*")):
-            if path.suffix in {".py", ".json", ".yaml", ".md", ".txt"} and path.is_file():
-                texts.append(path.read_text(encoding="utf-8", errors="replace"))
-    texts.append("<think> </think> <response> </response> <action>chat</action> <action>voucher</action>")
-    return texts
+#: The agent protocol's tags, so that each is a token or two whatever the data's words.
+PROTOCOL_TEXT = "<think> </think> <response> </response> <action>chat</action> <action>voucher</action>"
 
 
-def build_tokenizer(vocab_size: int = 2048):
-    """A byte-level BPE tokenizer trained on :func:`project_corpus`, with the ChatML template."""
+def data_corpus(extra: Iterable[str] = ()) -> list[str]:
+    """The suite's data files (every ``data/*.json`` and ``data/*.yaml`` of ``interactcs_gym``:
+    orders, personas, utterance banks, lexicons), in a stable order, the protocol's tags and
+    ``extra`` (e.g. demonstration dialogues).
+
+    Data, not code: the tokenizer (and so a tiny model built with a seed) stays the same when the
+    project's sources change, and changes only with the data it is trained on."""
+    root = Path(str(resources.files("interactcs_gym")))
+    texts = [path.read_text(encoding="utf-8") for path in sorted(root.rglob("data/*"))
+             if path.suffix in {".json", ".yaml"} and path.is_file()]
+    return [*texts, PROTOCOL_TEXT, *extra]
+
+
+def build_tokenizer(vocab_size: int = 2048, extra_texts: Iterable[str] = ()):
+    """A byte-level BPE tokenizer trained on :func:`data_corpus` (with ``extra_texts``), with the
+    ChatML template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -64,7 +71,7 @@ def build_tokenizer(vocab_size: int = 2048):
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
-    tok.train_from_iterator(project_corpus(), trainer)
+    tok.train_from_iterator(data_corpus(extra_texts), trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
                                    pad_token="<|endoftext|>", padding_side="left")
     fast.chat_template = CHAT_TEMPLATE
@@ -73,8 +80,9 @@ def build_tokenizer(vocab_size: int = 2048):
 
 def build_tiny_model(out_dir: str | Path, *, arch: str = "qwen2", hidden: int = 64,
                      layers: int = 2, heads: int = 4, kv_heads: int = 2, vocab_size: int = 2048,
-                     max_positions: int = 8192, seed: int = 0) -> Path:
-    """Write tokenizer + config + random weights to ``out_dir`` and return it.
+                     max_positions: int = 8192, seed: int = 0, extra_texts: Iterable[str] = ()) -> Path:
+    """Write tokenizer + config + random weights to ``out_dir`` and return it; the tokenizer is
+    trained on :func:`data_corpus` with ``extra_texts``.
 
     The head size is ``hidden // heads``; ``hidden`` must be a multiple of ``heads``, and ``heads``
     of ``kv_heads``."""
@@ -86,7 +94,7 @@ def build_tiny_model(out_dir: str | Path, *, arch: str = "qwen2", hidden: int = 
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(vocab_size)
+    tokenizer = build_tokenizer(vocab_size, extra_texts)
     common = dict(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
                   num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
                   max_position_embeddings=max_positions, tie_word_embeddings=True,
