@@ -120,6 +120,10 @@ class CMPOConfig:
         "Cost in the advantage: 'turn' (c_{i,t}, on the costly turn) or 'session' (C_i on every turn)."))
     sum_norm: bool = field(default=False, metadata=_help(
         "Scale advantages by 1/(1 + lambda) (Stooke et al.'s sum normalisation)."))
+    unfinished_outcome: float | None = field(default=None, metadata=_help(
+        "Outcome R_i of an unfinished episode (a turn broke the protocol, info['format_ok'] False), "
+        "e.g. 0.0; None keeps the env's return. A malformed turn issues no voucher, so without it "
+        "the cost penalty can pay the policy to garble its costly turn."))
     use_cost: bool = field(default=True, metadata=_help(
         "Subtract lambda * cost in the advantage (False: the 'w/o Cost' ablation; lambda is still logged)."))
 

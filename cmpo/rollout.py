@@ -115,8 +115,8 @@ class Episode:
     ``token_ids`` is the whole dialogue (opening prompt, then agent turns and env turns);
     ``logprobs[j]`` is the sampling log-prob of ``token_ids[j]`` inside an agent turn and 0.0
     elsewhere; ``turn_spans[t] = (start, end)`` are the positions of agent turn t's sampled tokens.
-    Per-turn lists (``turn_costs``, ``process_rewards``, ``rewards``, ``finish_reasons``) have one
-    entry per agent turn.
+    Per-turn lists (``turn_costs``, ``process_rewards``, ``rewards``, ``finish_reasons``,
+    ``format_ok``) have one entry per agent turn.
     """
 
     group: int
@@ -129,6 +129,7 @@ class Episode:
     process_rewards: list[float | None] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
     finish_reasons: list[str] = field(default_factory=list)
+    format_ok: list[bool] = field(default_factory=list)
     terminated: bool = False
     truncated: bool = False
     termination_reason: str | None = None
@@ -145,6 +146,11 @@ class Episode:
         return float(sum(self.rewards))
 
     @property
+    def finished(self) -> bool:
+        """Every agent turn followed the protocol (``info["format_ok"]``): the paper's "finished"."""
+        return all(self.format_ok)
+
+    @property
     def session_cost(self) -> float:
         """C_i = sum of the per-turn costs."""
         return float(sum(self.turn_costs))
@@ -159,6 +165,20 @@ class Episode:
         for start, end in self.turn_spans:
             mask[start:end] = [1] * (end - start)
         return mask
+
+
+def set_unfinished_outcome(episodes: list[Episode], outcome: float) -> int:
+    """Give every unfinished episode (a turn broke the protocol) the outcome R_i = ``outcome``:
+    its per-turn rewards become 0, then ``outcome`` on the last turn. Returns how many changed.
+
+    A malformed turn issues no voucher and so costs nothing: without this, a cost penalty λ·c
+    pays the policy to garble its costly turn (the paper counts such a session as unfinished)."""
+    changed = 0
+    for ep in episodes:
+        if ep.rewards and not ep.finished:
+            ep.rewards = [0.0] * (len(ep.rewards) - 1) + [float(outcome)]
+            changed += 1
+    return changed
 
 
 @dataclass
@@ -283,6 +303,7 @@ class RolloutCollector:
 
         ep.rewards.append(float(reward))
         ep.turn_costs.append(float(info.get("cost", 0.0)))
+        ep.format_ok.append(bool(info.get("format_ok", True)))
         process = info.get("process_reward")
         ep.process_rewards.append(None if process is None else float(process))
         messages = _messages(info, obs, ep.messages + [{"role": "assistant", "content": action}])

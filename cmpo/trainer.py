@@ -176,6 +176,7 @@ class CMPOTrainer:
         from accelerate.utils import gather_object
 
         from cmpo.metrics import family_metrics, rollout_metrics, summarize
+        from cmpo.rollout import set_unfinished_outcome
         from interactcs_gym.evaluation.metrics import family_for_env
 
         cfg, acc = self.config, self.accelerator
@@ -194,7 +195,10 @@ class CMPOTrainer:
         mean_cost = float(np.mean([s["session_cost"] for s in summaries]))
         lam = self.controller.update(mean_cost)
 
-        # 3. Per-turn advantages, group by group; each sampled token gets its turn's advantage.
+        # 3. Per-turn advantages, group by group; each sampled token gets its turn's advantage
+        #    (after the outcome of unfinished episodes is set, when configured; logs keep the env's).
+        if cfg.unfinished_outcome is not None:
+            set_unfinished_outcome(episodes, cfg.unfinished_outcome)
         if self.ppo is not None:  # ppo: per-token rewards here, GAE once step 4 scored the values
             rows = self.ppo.rows(episodes, lam)
         else:

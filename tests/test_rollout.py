@@ -252,3 +252,28 @@ def test_turns_that_end_early_join_the_rows_still_writing(tiny, monkeypatch):
         with torch.no_grad():
             logp, _, cols = score_tokens(model, ids, torch.ones_like(ids), mask, 1.5)
         assert torch.allclose(logp[0], torch.tensor(ep.logprobs)[cols], atol=1e-4)
+
+
+def test_format_ok_is_recorded_per_turn_and_an_unfinished_episode_gets_the_set_outcome(tiny):
+    """FDS's info["format_ok"] per turn; set_unfinished_outcome zeroes the rewards of an episode
+    with a malformed turn and puts the given outcome on its last turn, finished ones untouched."""
+    import interactcs_gym  # noqa: F401
+    from cmpo.rollout import Episode, set_unfinished_outcome
+
+    _, tok = tiny
+    good = ("<think>Greet.</think><response>I'm sorry about your order. What happened?</response>"
+            "<action>chat</action>")
+    replies = [good, "no tags at all", good]
+    engine = ScriptedEngine(tok, lambda t: replies[min(t, 2)])
+    (ep,) = RolloutCollector("FDS-Hard-v0", engine, tok, group_size=1,
+                             env_kwargs={"max_turns": 3}).collect([0])
+    assert ep.format_ok[:2] == [True, False] and not ep.finished
+    assert ep.final_info["finished_ok"] is False  # the env's FR agrees
+
+    done = Episode(group=0, seed=0, token_ids=[], logprobs=[], prompt_length=0,
+                   rewards=[0.0, 0.0, 0.75], format_ok=[True, True, True])
+    broken = Episode(group=0, seed=0, token_ids=[], logprobs=[], prompt_length=0,
+                     rewards=[0.0, 0.0, 0.75], format_ok=[True, False, True])
+    assert set_unfinished_outcome([done, broken], -0.25) == 1
+    assert done.rewards == [0.0, 0.0, 0.75] and done.outcome == 0.75
+    assert broken.rewards == [0.0, 0.0, -0.25] and broken.outcome == -0.25
