@@ -4,14 +4,20 @@ against the transformers engine, on the same model (the tiny model, 128 wide: he
 * ``vllm_engine``: ``cmpo.rollout.RolloutCollector`` with the colocated vLLM engine (continuous
   batching: each dialogue's next turn joins vLLM's batch as soon as its env has stepped);
   tokens/s = agent tokens sampled / wall time of the whole ``collect`` (env steps included).
-* ``vllm_turn_sync``: the same engine making one ``generate`` call per turn (what it did before).
+* ``vllm_turn_sync``: the same engine making one ``generate`` call per turn.
 * ``raw_vllm``: ``LLM.generate`` on the same dialogues' opening prompts, each forced to sample
   exactly as many tokens as its dialogue's agent turns did (``min_tokens = max_tokens``, eos
-  ignored), one call; the same model object, sampling (temperature 1) and engine.
+  ignored), one call; the same model object, sampling (temperature 1, the sampled token's log-prob,
+  no detokenising) and engine. It prefills no user turn: the limit, not a multi-turn rollout.
+* ``raw_per_turn`` (not the target, where the gap goes): ``LLM.generate`` replaying the same
+  dialogues turn by turn, one call per turn on the recorded prompts (earlier turns and the user
+  replies, as the rollout had them), each forced to the recorded turn's length: the same prefill
+  and decode work as the rollout, without env steps and chat templates.
 * ``transformers``: the collector with the transformers engine on the same weights.
 
-Each side gets a warm-up run, then ``repeats`` timed runs on the same seeds; the median is kept.
-Target: vllm_engine / raw_vllm >= 0.8.
+Each side gets a warm-up run, then ``repeats`` timed runs on the same seeds; the median is kept,
+and ``efficiency_per_repeat`` pairs each repeat's engine and raw runs (made seconds apart, so a
+load change on a shared machine hits both). Target: vllm_engine / raw_vllm >= 0.8.
 
     python benchmarks/vllm_throughput.py --groups 8 --group-size 4 --max-new-tokens 64 --max-turns 3
 """
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -45,6 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     from cmpo.rollout import RolloutCollector
     from cmpo.tiny_model import build_tiny_model
 
+    load_start = os.getloadavg()[0]
     model_dir = build_tiny_model(tempfile.mkdtemp(prefix="tiny-vllm-bench-"), hidden=args.hidden)
     model, tok = AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
     sampling = SamplingParams(max_new_tokens=args.max_new_tokens, stop_token_ids=stop_token_ids_for(tok))
@@ -67,17 +75,37 @@ def main(argv: list[str] | None = None) -> dict:
         collector.close()
         return episodes, sum(ep.num_generated_tokens for ep in episodes) / wall, collector.stats
 
-    def raw(episodes):
-        prompts = [{"prompt_token_ids": ep.token_ids[:ep.prompt_length]} for ep in episodes]
-        params = [VLLMSamplingParams(max_tokens=ep.num_generated_tokens, min_tokens=ep.num_generated_tokens,
-                                     ignore_eos=True, temperature=1.0, logprobs=0) for ep in episodes]
-        t0 = time.perf_counter()
-        outputs = llm.generate(prompts, params, use_tqdm=False)
-        wall = time.perf_counter() - t0
-        return sum(len(o.outputs[0].token_ids) for o in outputs) / wall
+    def forced(prompt: list[int], tokens: int):
+        """``tokens`` sampled tokens after ``prompt``, whatever they are (eos ignored)."""
+        return ({"prompt_token_ids": prompt},
+                VLLMSamplingParams(max_tokens=tokens, min_tokens=tokens, ignore_eos=True, temperature=1.0,
+                                   logprobs=0, detokenize=False))
 
-    results: dict[str, list[float]] = {"vllm_engine": [], "raw_vllm": [], "vllm_turn_sync": [],
-                                       "transformers": []}
+    def timed_generate(requests) -> tuple[int, float]:
+        prompts, params = zip(*requests)
+        t0 = time.perf_counter()
+        outputs = llm.generate(list(prompts), list(params), use_tqdm=False)
+        return sum(len(o.outputs[0].token_ids) for o in outputs), time.perf_counter() - t0
+
+    def raw(episodes):
+        tokens, wall = timed_generate([forced(ep.token_ids[:ep.prompt_length], ep.num_generated_tokens)
+                                       for ep in episodes])
+        return tokens / wall
+
+    def raw_per_turn(episodes):
+        # the rollout left these dialogues in the prefix cache: keep only their openings, as it had them
+        llm.reset_prefix_cache()
+        timed_generate([forced(ep.token_ids[:ep.prompt_length], 1) for ep in episodes])
+        tokens, wall = 0, 0.0
+        for t in range(max(ep.num_turns for ep in episodes)):
+            n, w = timed_generate([forced(ep.token_ids[:ep.turn_spans[t][0]],
+                                          ep.turn_spans[t][1] - ep.turn_spans[t][0])
+                                   for ep in episodes if ep.num_turns > t])
+            tokens, wall = tokens + n, wall + w
+        return tokens / wall
+
+    results: dict[str, list[float]] = {"vllm_engine": [], "raw_vllm": [], "raw_per_turn": [],
+                                       "vllm_turn_sync": [], "transformers": []}
     engines = {"vllm_engine": vllm_engine, "vllm_turn_sync": turn_sync,
                "transformers": make_engine("transformers", model, tok, sampling)}
     rollout(vllm_engine)  # warm-up
@@ -93,13 +121,17 @@ def main(argv: list[str] | None = None) -> dict:
             if name == "vllm_engine":
                 episodes = eps
         results["raw_vllm"].append(raw(episodes))
+        results["raw_per_turn"].append(raw_per_turn(episodes))
     tokens = sum(ep.num_generated_tokens for ep in episodes)
     summary = {name: statistics.median(rates) for name, rates in results.items()}
     report = {
         "setup": {**vars(args), "dialogues": len(episodes), "agent_tokens": tokens,
-                  "agent_turns": sum(ep.num_turns for ep in episodes)},
+                  "agent_turns": sum(ep.num_turns for ep in episodes),
+                  "load_average_1min": {"start": load_start, "end": os.getloadavg()[0]}},
         "tokens_per_s": summary,
         "efficiency": summary["vllm_engine"] / summary["raw_vllm"],
+        "efficiency_per_repeat": [e / r for e, r in zip(results["vllm_engine"], results["raw_vllm"])],
+        "vllm_engine_over_raw_per_turn": summary["vllm_engine"] / summary["raw_per_turn"],
         "vllm_over_transformers": summary["vllm_engine"] / summary["transformers"],
         "generation_calls_or_steps": calls,
         "runs": results,

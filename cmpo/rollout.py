@@ -241,6 +241,7 @@ class RolloutCollector:
         self.stats = RolloutStats()
         episodes: list[Episode] = []
         envs: list[gym.Env] = []
+        opened = None  # (messages, ids) of the last opening rendered: a group's episodes share it
         for g, seed in enumerate(seeds):
             for _ in range(self.group_size):
                 env = self._env(len(envs))
@@ -248,7 +249,9 @@ class RolloutCollector:
                 obs, info = env.reset(seed=int(seed), options=None if options is None else options[g])
                 self.stats.env_s += time.perf_counter() - t0
                 messages = _messages(info, obs, None)
-                prompt = self.chat.opening(messages)
+                if opened is None or messages != opened[0]:
+                    opened = (messages, self.chat.opening(messages))
+                prompt = opened[1]
                 episodes.append(Episode(group=g, seed=int(seed), token_ids=list(prompt),
                                         logprobs=[0.0] * len(prompt), prompt_length=len(prompt),
                                         messages=messages))

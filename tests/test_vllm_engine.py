@@ -80,6 +80,40 @@ def test_logprobs_after_an_update_and_sync_equal_the_training_models(engine, pol
                           atol=LOGPROB_TOL)
 
 
+def test_sampled_logprobs_read_flat_logprobs_as_per_token_dicts():
+    """The engine asks vLLM for flat log-prob lists; the sampled token's log-prob is read from them
+    as from vLLM's one-dict-per-token layout (None where the sampled token has no entry)."""
+    from types import SimpleNamespace
+
+    from vllm.logprobs import FlatLogprobs, Logprob
+
+    from cmpo.engines.vllm_engine import sampled_logprobs
+
+    positions = [{7: Logprob(-0.5, rank=1)}, {4: Logprob(-0.1, rank=1), 9: Logprob(-1.25, rank=3)},
+                 {2: Logprob(-2.0, rank=1)}]
+    flat = FlatLogprobs()
+    flat.extend(positions)
+    token_ids = [7, 9, 5]
+    expected = [[-0.5], [-1.25], [None]]
+    assert sampled_logprobs(SimpleNamespace(token_ids=token_ids, logprobs=flat)) == expected
+    assert sampled_logprobs(SimpleNamespace(token_ids=token_ids, logprobs=positions)) == expected
+    assert sampled_logprobs(SimpleNamespace(token_ids=[7, 9], logprobs=None)) == [[None], [None]]
+
+
+def test_turns_are_requested_as_the_trainer_reads_them(engine):
+    """One output per finished turn, no text, flat log-probs (what keeps vLLM's per-step output
+    work off the rollout), and 32-token KV blocks so that a turn recomputes little of its dialogue."""
+    from vllm.sampling_params import RequestOutputKind
+
+    from cmpo.engines.vllm_engine import vllm_sampling_params
+
+    params = vllm_sampling_params(engine.sampling)
+    assert params.output_kind == RequestOutputKind.FINAL_ONLY
+    assert params.flat_logprobs and not params.detokenize and params.logprobs == 0
+    if not torch.cuda.is_available():  # CUDA: TRL builds the engine, with vLLM's block size
+        assert engine.generation.llm.llm_engine.vllm_config.cache_config.block_size == 32
+
+
 def test_greedy_dialogues_equal_the_transformers_engines(engine, policy):
     from cmpo.rollout import RolloutCollector
 

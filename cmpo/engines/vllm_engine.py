@@ -89,15 +89,22 @@ def on_cuda() -> bool:
 def vllm_sampling_params(sampling: SamplingParams, *, seed: int | None = None):
     """vLLM's ``SamplingParams`` for one agent turn: greedy is ``temperature=0``, turns end at
     ``sampling.stop_token_ids`` (the stop token is kept), and only the sampled token's log-prob is
-    returned (``logprobs=0``; after temperature with ``logprobs_mode="processed_logprobs"``)."""
+    returned (``logprobs=0``; after temperature with ``logprobs_mode="processed_logprobs"``).
+
+    Only what the trainer reads is made: no text (``detokenize=False``), the log-probs as flat lists
+    (``flat_logprobs``, not one dict and ``Logprob`` object per token) and one output per request,
+    when it has finished (``FINAL_ONLY``, as ``LLM.generate`` asks; the default would rebuild every
+    running request's whole output at every engine step)."""
     from vllm import SamplingParams as VLLMSamplingParams
+    from vllm.sampling_params import RequestOutputKind
 
     return VLLMSamplingParams(
         n=1, max_tokens=sampling.max_new_tokens, logprobs=0, seed=seed,
         temperature=0.0 if sampling.greedy else sampling.temperature,
         top_p=1.0 if sampling.greedy else sampling.top_p,
         top_k=0 if sampling.greedy else sampling.top_k,
-        stop_token_ids=list(sampling.stop_token_ids), skip_special_tokens=False, detokenize=False)
+        stop_token_ids=list(sampling.stop_token_ids), skip_special_tokens=False, detokenize=False,
+        flat_logprobs=True, output_kind=RequestOutputKind.FINAL_ONLY)
 
 
 class CPUColocatedGeneration:
@@ -106,14 +113,18 @@ class CPUColocatedGeneration:
     Built from the policy's folder (``model.name_or_path``) in the policy's dtype, eager
     (no compilation: seconds to start instead of minutes), in this process
     (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, so that the weight sync hands tensors over by reference).
-    The KV cache takes ``VLLM_CPU_KVCACHE_SPACE`` GiB (default here: 1).
+    The KV cache takes ``VLLM_CPU_KVCACHE_SPACE`` GiB (default here: 1), in blocks of
+    ``block_size`` tokens: each agent turn is a new request whose dialogue so far comes from the
+    prefix cache in whole blocks, the rest of its last block is computed again (half a block per
+    turn on average), so the block is 32 tokens, the smallest CPU attention takes, not vLLM's
+    CPU default of 128.
 
     CPU attention supports head sizes 32 to 512: a model with smaller heads is refused up front
     (for the tiny model: ``build_tiny_model(..., hidden=128)``).
     """
 
     def __init__(self, model, sampling: SamplingParams, *, max_model_length: int | None = None,
-                 seed: int = 0, kv_cache_gib: int = 1) -> None:
+                 seed: int = 0, kv_cache_gib: int = 1, block_size: int = 32) -> None:
         config = model.config
         head = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         if not 32 <= head <= 512:
@@ -126,6 +137,7 @@ class CPUColocatedGeneration:
         self.model, self.sampling = model, sampling
         self.llm = LLM(model=model.name_or_path, dtype=next(model.parameters()).dtype,
                        max_model_len=max_model_length, seed=seed, enforce_eager=True,
+                       block_size=block_size,
                        compilation_config={"mode": 0}, distributed_executor_backend="uni",
                        logprobs_mode="processed_logprobs")
         self.params = vllm_sampling_params(sampling)
@@ -145,11 +157,20 @@ class CPUColocatedGeneration:
 
 
 def sampled_logprobs(completion) -> list[list[float | None]]:
-    """TRL's log-prob layout (one list per token) from a vLLM ``CompletionOutput``."""
-    if completion.logprobs is None:
+    """TRL's log-prob layout (one list per token) from a vLLM ``CompletionOutput``, whose log-probs
+    are one dict per token or ``FlatLogprobs`` (flat lists; position j's entries are
+    ``start_indices[j]:end_indices[j]``, the sampled token first)."""
+    logprobs = completion.logprobs
+    if logprobs is None:
         return [[None] for _ in completion.token_ids]
-    return [[step[tok].logprob if tok in step else None]
-            for tok, step in zip(completion.token_ids, completion.logprobs)]
+    if not hasattr(logprobs, "start_indices"):
+        return [[step[tok].logprob if tok in step else None]
+                for tok, step in zip(completion.token_ids, logprobs)]
+    ids, values = logprobs.token_ids, logprobs.logprobs
+    out = []
+    for tok, start, end in zip(completion.token_ids, logprobs.start_indices, logprobs.end_indices):
+        out.append([next((values[k] for k in range(start, end) if ids[k] == tok), None)])
+    return out
 
 
 class VLLMEngine(GenerationEngine):
