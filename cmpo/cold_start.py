@@ -2,17 +2,23 @@
 
 The cold start of ``cmpo.reproduce`` (the paper's SFT baseline, at CPU scale):
 
-1. **Model**: :func:`cmpo.tiny_model.build_tiny_model` (Qwen2 config, tokenizer trained on the
-   project's own text), 128 wide, 2 layers, head_dim 32, with :data:`DIALOGUE_TEMPLATE`: ChatML that
-   renders the system message empty. The demonstrations never use the system prompt (their text
-   copies no order fact), and without its ~930 tokens a dialogue is ~350 tokens, so SFT and every RL
-   step cost a quarter of the compute.
+1. **Model**: :func:`cmpo.tiny_model.build_tiny_model` (Qwen2 config, 128 wide, 2 layers,
+   head_dim 32; tokenizer trained on the suite's data files and the demonstrations, so it changes
+   with them and not with the code) with :data:`DIALOGUE_TEMPLATE`: ChatML that renders the system
+   message empty. The demonstrations never use the system prompt (their text copies no order
+   fact), and without its ~930 tokens a dialogue is ~350 tokens, so SFT and every RL step cost a
+   quarter of the compute.
 2. **Demonstrations** (:func:`demonstration_mix`): ``sop-generous`` and ``sop-frugal``
-   (:mod:`interactcs_gym.fds.demo_agents`) on the train split, ``generous_share`` of the
-   dialogues from the generous one. The voucher choice is then a coin the model learns to flip with
-   probability ~``generous_share`` whoever the user is: it over-spends the budget (the paper's SFT
-   baseline: V-Rate 45 % against 30 %) and leaves RL to learn *whom* a voucher pays off for.
-3. **SFT** with ``cmpo.sft`` (TRL's ``SFTTrainer``, loss on the agent's tokens only).
+   (:mod:`interactcs_gym.fds.demo_agents`) on the train split, ``generous_share`` (0.55) of the
+   dialogues from the generous one. Both scripts first write down the demand they read in the
+   user's words ("Wants money back."), then decide; the decision is a coin the model learns to flip
+   with probability ~``generous_share`` whatever it read. Sampled at temperature 0.5 it issues the
+   voucher in ~70 % of sessions: it over-spends the budget (the paper's SFT baseline: V-Rate 45 %
+   against 30 %) and leaves RL to learn *whom* a voucher pays off for.
+3. **SFT** with ``cmpo.sft`` (TRL's ``SFTTrainer``, loss on the agent's tokens only), 10 epochs at
+   6e-3 (cosine): fewer epochs or a lower rate leave the model unable to read the demand (its
+   reading was right for 22 of 80 test users after 6 epochs at 6e-3, for 71 of 80 after 10) and
+   its ``<action>`` tag loosely tied to its words.
 """
 
 from __future__ import annotations
@@ -37,21 +43,25 @@ DIALOGUE_TEMPLATE = (
 )
 
 
-def build_base_model(out_dir: str | Path, *, hidden: int = 128, layers: int = 2, seed: int = 0) -> Path:
+def build_base_model(out_dir: str | Path, *, hidden: int = 128, layers: int = 2, seed: int = 0,
+                     rows: list[dict[str, Any]] = ()) -> Path:
     """The untrained cold-start model: :func:`~cmpo.tiny_model.build_tiny_model` with
-    :data:`DIALOGUE_TEMPLATE` (head_dim = hidden / 4 heads, 2 key-value heads)."""
+    :data:`DIALOGUE_TEMPLATE` (head_dim = hidden / 4 heads, 2 key-value heads), its tokenizer
+    trained on the data files and the messages of the demonstration ``rows``."""
     from transformers import AutoTokenizer
 
     from cmpo.tiny_model import build_tiny_model
 
-    out = build_tiny_model(out_dir, hidden=hidden, layers=layers, heads=4, kv_heads=2, seed=seed)
+    texts = [m["content"] for row in rows for m in row["messages"] if m["role"] != "system"]
+    out = build_tiny_model(out_dir, hidden=hidden, layers=layers, heads=4, kv_heads=2, seed=seed,
+                           extra_texts=texts)
     tokenizer = AutoTokenizer.from_pretrained(out)
     tokenizer.chat_template = DIALOGUE_TEMPLATE
     tokenizer.save_pretrained(out)
     return out
 
 
-def demonstration_mix(episodes: int, *, generous_share: float = 2 / 3, env_id: str = "FDS-Hard-v0",
+def demonstration_mix(episodes: int, *, generous_share: float = 0.55, env_id: str = "FDS-Hard-v0",
                       seed: int = 0) -> list[dict[str, Any]]:
     """``episodes`` train-split dialogues, ``round(generous_share * episodes)`` of them from
     ``sop-generous`` and the rest from ``sop-frugal``, on distinct reset seeds, shuffled."""
@@ -70,8 +80,8 @@ def demonstration_mix(episodes: int, *, generous_share: float = 2 / 3, env_id: s
     return rows
 
 
-def train_cold_start(run_dir: str | Path, *, episodes: int = 240, epochs: float = 6.0,
-                     learning_rate: float = 3e-3, generous_share: float = 2 / 3, hidden: int = 128,
+def train_cold_start(run_dir: str | Path, *, episodes: int = 240, epochs: float = 10.0,
+                     learning_rate: float = 6e-3, generous_share: float = 0.55, hidden: int = 128,
                      layers: int = 2, seed: int = 0) -> Path:
     """Build the base model (``run_dir/base-model``), write the demonstrations
     (``run_dir/demonstrations.jsonl``) and fine-tune with ``cmpo.sft``; returns the model folder
@@ -84,9 +94,10 @@ def train_cold_start(run_dir: str | Path, *, episodes: int = 240, epochs: float 
     final = run / "final"
     if (final / "config.json").is_file():
         return final
-    base = build_base_model(run / "base-model", hidden=hidden, layers=layers, seed=seed)
+    rows = demonstration_mix(episodes, generous_share=generous_share, seed=seed)
+    base = build_base_model(run / "base-model", hidden=hidden, layers=layers, seed=seed, rows=rows)
     data = run / "demonstrations.jsonl"
-    write_dataset(demonstration_mix(episodes, generous_share=generous_share, seed=seed), data)
+    write_dataset(rows, data)
     partial = run / "final.partial"
     args = SFTConfig(output_dir=str(partial), num_train_epochs=epochs, per_device_train_batch_size=8,
                      learning_rate=learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05,
@@ -104,9 +115,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m cmpo.cold_start", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", help="folder of the cold start; the model is written to RUN_DIR/final")
     parser.add_argument("--episodes", type=int, default=240, help="demonstration dialogues (default 240)")
-    parser.add_argument("--epochs", type=float, default=6.0, help="SFT epochs (default 6)")
-    parser.add_argument("--generous-share", type=float, default=2 / 3,
-                        help="share of sop-generous dialogues (default 2/3; the rest sop-frugal)")
+    parser.add_argument("--epochs", type=float, default=10.0, help="SFT epochs (default 10)")
+    parser.add_argument("--generous-share", type=float, default=0.55,
+                        help="share of sop-generous dialogues (default 0.55; the rest sop-frugal)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = parser.parse_args(argv)

@@ -4,8 +4,8 @@
     python -m cmpo.reproduce --out runs/reproduce-quick --quick
 
 1. **Cold start** (:mod:`cmpo.cold_start`): a small local model fine-tuned with ``cmpo.sft`` on a
-   2:1 mix of the ``sop-generous`` and ``sop-frugal`` scripts (train split); it keeps the protocol
-   and over-spends the voucher budget, like the paper's SFT baseline.
+   55 : 45 mix of the ``sop-generous`` and ``sop-frugal`` scripts (train split); it keeps the
+   protocol and over-spends the voucher budget, like the paper's SFT baseline.
 2. **Every variant** from that cold start, same step budget, seeds and batch (:data:`VARIANTS`): the
    RL baselines (GRPO, CAPO, PPO when the trainer has it) and CMPO with the cost controllers of the
    paper's Figure 2 (PID, plain Lagrangian, fixed λ, none) and without the process reward.
@@ -50,22 +50,22 @@ class Settings:
     """What differs between the full reproduction and ``--quick``."""
 
     demos: int = 240            # cold-start demonstrations
-    sft_epochs: float = 6.0
-    steps: int = 30             # RL steps per variant
+    sft_epochs: float = 10.0
+    steps: int = 40             # RL steps per variant
     seeds: int = 3              # test seeds (x 80 users)
     users: int = 80
 
 
 FULL = Settings()
-QUICK = Settings(demos=160, sft_epochs=5.0, steps=16, seeds=1)
+QUICK = Settings(demos=160, sft_epochs=10.0, steps=24, seeds=1)
 
 #: The RL run every variant shares (temperature: the sampling temperature of training and test).
 BASE_CONFIG: dict[str, Any] = {
     "env_id": "FDS-Hard-v0", "env_kwargs": {"split": "train", "process_judge": "rule"}, "max_seq_len": 2048,
-    "group_size": 4, "groups_per_step": 4, "max_new_tokens": 80, "temperature": 0.5,
-    "learning_rate": 3e-4, "lr_scheduler_type": "constant_with_warmup", "warmup_ratio": 0.15, "beta": 0.5,
-    "num_epochs": 2, "num_mini_batches": 2, "micro_batch_size": 8,
-    "cost_limit": BUDGET, "pid_kp": 2.0, "pid_ki": 0.3, "pid_kd": 0.0, "lagrangian_lr": 0.3, "fixed_lambda": 1.0,
+    "group_size": 4, "groups_per_step": 8, "max_new_tokens": 80, "temperature": 0.5,
+    "learning_rate": 1e-4, "lr_scheduler_type": "constant_with_warmup", "warmup_ratio": 0.15, "beta": 0.1,
+    "num_epochs": 2, "num_mini_batches": 2, "micro_batch_size": 8, "unfinished_outcome": 0.0,
+    "cost_limit": BUDGET, "pid_kp": 1.0, "pid_ki": 0.3, "pid_kd": 0.0, "lagrangian_lr": 0.3, "fixed_lambda": 1.0,
     "save_steps": 4, "save_total_limit": 1, "report_to": ["none"], "plot": False, "log_dialogues": 1, "bf16": False,
 }
 

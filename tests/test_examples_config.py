@@ -43,3 +43,17 @@ def test_sft_example_configs_are_valid():
 def test_accelerate_configs(path):
     config = yaml.safe_load(path.read_text())
     assert config["distributed_type"] in ("DEEPSPEED", "FSDP") and config["mixed_precision"] == "bf16"
+
+
+def test_tiny_cpu_example_runs_the_settings_of_the_reproductions_pid_variant():
+    """README: examples/cmpo_tiny_cpu.yaml is the `cmpo-pid` variant of `python -m cmpo.reproduce`
+    (its numbers are that row of the report); a setting changed in one must change in the other."""
+    from cmpo.reproduce import BASE_CONFIG, FULL, VARIANTS
+    from cmpo.train import parse_config
+
+    cfg = parse_config(["--config", str(EXAMPLES / "cmpo_tiny_cpu.yaml")])
+    expected = {**BASE_CONFIG, **VARIANTS["cmpo-pid"], "max_steps": FULL.steps}
+    for key in ("report_to", "plot", "log_dialogues", "save_total_limit", "save_steps",  # logging
+                "lagrangian_lr", "fixed_lambda"):                                        # other controllers
+        expected.pop(key)
+    assert {k: getattr(cfg, k) for k in expected} == expected

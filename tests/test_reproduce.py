@@ -56,6 +56,24 @@ def test_frugal_script_answers_the_demand_it_reads():
         assert f"<response>{expected}</response>" in turns[2]
 
 
+def test_both_scripts_think_the_demand_they_read_then_decide():
+    """The resolving turn's <think> starts with the reading (the same in both scripts), then the
+    decision: "Compensate" (generous) or the frugal answer."""
+    from interactcs_gym.fds.demo_agents import READINGS, FrugalSOPAgent, GenerousSOPAgent
+
+    cases = {"Please just report it to the restaurant.": ("feedback_oriented", "Report it."),
+             "I want my money back.": ("rigid_pursuit", "Escalate: no refund in chat."),
+             "What compensation do I get?": ("incentive_open", "Explain: no compensation."),
+             "What are my options?": ("preference_learning", "Explain: no compensation."),
+             "Hmm.": (None, "Explain: no compensation.")}
+    for text, (demand, frugal_plan) in cases.items():
+        info = {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": text}]}
+        for agent, plan in ((GenerousSOPAgent(), "Compensate with a voucher."), (FrugalSOPAgent(), frugal_plan)):
+            third = [agent.act(text, info) for _ in range(3)][2]
+            assert third.startswith(f"<think>{READINGS[demand]} {plan}</think>")
+    assert len({r.split()[1] for r in READINGS.values()}) == len(READINGS)  # a distinct word each
+
+
 def test_demonstration_mix_counts_and_costs():
     from cmpo.cold_start import demonstration_mix
 

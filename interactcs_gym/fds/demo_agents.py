@@ -7,17 +7,19 @@ reinforcement learning is about: voucher or not, once the user has said what the
 
 1. **greet**: apologise and ask what happened;
 2. **preference**: ask how the user would like it resolved (this reveals their demand);
-3. **resolve**: ``GenerousSOPAgent`` explains the option and issues the voucher (action
-   ``voucher``) to every user; ``FrugalSOPAgent`` issues none and answers the demand it reads in the
-   user's words (the SOP agent's reading): feedback-oriented -> report to the merchant; set on a
-   refund -> submit a refund request for manual review; anyone else -> explain that the case is not
-   eligible for compensation, and report it;
+3. **resolve**: the ``<think>`` first states the demand read in the user's words (the SOP agent's
+   reading, :data:`READINGS`: "Wants it reported.", "Wants money back.", ...), then the decision.
+   ``GenerousSOPAgent`` explains the option and issues the voucher (action ``voucher``) to every
+   user; ``FrugalSOPAgent`` issues none and answers the demand: feedback-oriented -> report to the
+   merchant; set on a refund -> submit a refund request for manual review; anyone else -> explain
+   that the case is not eligible for compensation, and report it;
 4. **report** to the merchant, if not done yet;
 5. **close** politely (the SOP agent's closing lines).
 
-A mix of the two (``cmpo.reproduce``: 2 generous dialogues for 1 frugal one) is a cold start that
-keeps the protocol and over-spends the voucher budget the way the paper's SFT baseline does, while
-its voucher choice does not yet depend on whom it serves.
+A mix of the two (``cmpo.reproduce``) is a cold start that keeps the protocol and over-spends the
+voucher budget the way the paper's SFT baseline does, while its voucher choice does not yet depend
+on whom it serves: it reads the demand (think first), but both scripts act the same whatever it
+reads, so whom a voucher pays off for is left to reinforcement learning.
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ ESCALATE_REFUND = ("I cannot promise a refund in this chat, but I have submitted
 NOT_ELIGIBLE = ("Under our policy this case is not eligible for compensation, but I have reported it to "
                 "the merchant so that it does not happen again.")
 REPORT = "I have also reported this to the merchant so that it does not happen again."
+#: The demand read in the user's words (``None``: no cue) -> the first sentence of the resolving
+#: turn's ``<think>``; each starts with its own word after "Wants", so the decision that follows is
+#: one token that sees the reading just before it.
+READINGS = {"feedback_oriented": "Wants it reported.", "rigid_pursuit": "Wants money back.",
+            "incentive_open": "Wants amends.", "preference_learning": "Wants options.",
+            None: "Wants a solution."}
 
 
 def _turn(think: str, response: str, action: str = "chat") -> str:
@@ -62,14 +70,17 @@ class _PlainSOPAgent(Agent):
             return _turn("Ask what the user wants.", ASK_PREFERENCE)
         if self._turn == 3:
             users = " ".join(_PHOTO_LINE.sub(" ", m["content"]) for m in info["messages"] if m["role"] == "user")
-            return self._resolve(_classify(users, _DEMAND_WORDS))
+            demand = _classify(users, _DEMAND_WORDS)
+            think, response, action = self._resolve(demand)
+            return _turn(f"{READINGS[demand]} {think}", response, action)
         if not self._reported:
             self._reported = True
             return _turn("Make sure the problem is reported.", REPORT)
         k = min(self._turn - 4 - 1, len(_CLOSINGS) - 1)
         return _turn("Close politely.", _CLOSINGS[max(k, 0)])
 
-    def _resolve(self, demand: str | None) -> str:
+    def _resolve(self, demand: str | None) -> tuple[str, str, str]:
+        """(think after the reading, response, action) of the resolving turn."""
         raise NotImplementedError
 
 
@@ -78,8 +89,8 @@ class GenerousSOPAgent(_PlainSOPAgent):
 
     name = "sop-generous"
 
-    def _resolve(self, demand: str | None) -> str:
-        return _turn("Compensate with a voucher.", ISSUE_VOUCHER, "voucher")
+    def _resolve(self, demand: str | None) -> tuple[str, str, str]:
+        return "Compensate with a voucher.", ISSUE_VOUCHER, "voucher"
 
 
 class FrugalSOPAgent(_PlainSOPAgent):
@@ -87,11 +98,11 @@ class FrugalSOPAgent(_PlainSOPAgent):
 
     name = "sop-frugal"
 
-    def _resolve(self, demand: str | None) -> str:
+    def _resolve(self, demand: str | None) -> tuple[str, str, str]:
         if demand == "feedback_oriented":
             self._reported = True
-            return _turn("The user wants it reported.", REPORT_ONLY)
+            return "Report it.", REPORT_ONLY, "chat"
         if demand == "rigid_pursuit":
-            return _turn("No refund in chat: escalate.", ESCALATE_REFUND)
+            return "Escalate: no refund in chat.", ESCALATE_REFUND, "chat"
         self._reported = True
-        return _turn("No compensation: explain and report.", NOT_ELIGIBLE)
+        return "Explain: no compensation.", NOT_ELIGIBLE, "chat"
